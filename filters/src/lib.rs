@@ -1,0 +1,62 @@
+//! # fastproxy filters: the sealing codec
+//!
+//! The pure part of fastproxy: everything needed to seal an HTTP message for
+//! the wire and to open it again, with no I/O, no async and no HTTP server.
+//!
+//! A message is an [`Envelope`] (signed metadata, carried in `x-fp-*`
+//! headers) and a body of records ([`record`]): compressed, then encrypted
+//! with a per-message key (or, in sign-only mode, authenticated with a
+//! per-message MAC key). The wire format is specified byte by byte in
+//! `docs/PROTOCOL.md`.
+//!
+//! Sending:
+//! 1. build an [`Envelope`] (fresh [`Nonce`], current timestamp);
+//! 2. [`KeyRing::seal`] → signature for the headers and a [`Sealer`];
+//! 3. feed body chunks to [`Sealer::seal`], end with [`Sealer::finish`].
+//!
+//! Receiving:
+//! 1. [`Envelope::parse_request`] (or `parse_response`) from the headers;
+//! 2. [`KeyRing::verify`] → [`Verified`];
+//! 3. [`ReplayGuard::check`] for requests (freshness + nonce cache);
+//! 4. [`Verified::opener`] → feed the body to [`Opener::open`], end with
+//!    [`Opener::finish`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod aead;
+pub mod codec;
+pub mod envelope;
+pub mod error;
+pub mod hex;
+pub mod keys;
+pub mod message;
+pub mod record;
+pub mod replay;
+pub mod sign;
+
+pub use aead::Algorithm;
+pub use codec::{Codec, CompressOptions};
+pub use envelope::{Envelope, Nonce, Protection, Target};
+pub use error::{Error, KeyKind, Limit, Result};
+pub use keys::{AeadKey, KeyRing, SignKey};
+pub use message::Verified;
+pub use record::{sealed_len, Limits, Opener, Sealer, RECORD_MAX};
+pub use replay::ReplayGuard;
+pub use sign::Signature;
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// True when `s` is 1 to `max` bytes of `A-Z a-z 0-9 . _ -`: the alphabet of
+/// service names, caller names and key ids.
+pub fn valid_token(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}

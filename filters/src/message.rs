@@ -1,0 +1,65 @@
+//! The two entry points: seal a message (sign its envelope, start its body) and
+//! verify one (check its signature, prepare to open its body).
+
+use crate::codec::CompressOptions;
+use crate::envelope::{Envelope, Protection};
+use crate::error::{Error, Result};
+use crate::keys::{AeadKey, KeyRing};
+use crate::record::{Limits, Opener, Sealer};
+use crate::sign::{self, Signature};
+
+impl KeyRing {
+    /// Signs `env` with the keys it names and returns the signature (for
+    /// `x-fp-signature`) and a [`Sealer`] for the body. The body must have
+    /// exactly `env.length` bytes when that is set.
+    pub fn seal(&self, env: &Envelope<'_>, opts: CompressOptions) -> Result<(Signature, Sealer)> {
+        let sign_key = self.sign(env.sign_key)?;
+        let aead = self.aead_for(env)?;
+        let sig = sign::sign(sign_key, env);
+        let key = match aead {
+            Some(k) => k.body_key(&sig.0)?,
+            None => sign_key.body_key(&sig.0)?,
+        };
+        Ok((sig, Sealer::new(key, env.codec, opts, env.length)))
+    }
+
+    /// Verifies a received envelope's signature, in constant time, with the
+    /// keys it names. Freshness and replay are checked separately, after this
+    /// (see [`crate::replay::ReplayGuard`]); policy (which keys and
+    /// algorithms a caller may use) is the receiver's, before or after.
+    pub fn verify(&self, env: &Envelope<'_>, sig: &Signature) -> Result<Verified> {
+        let sign_key = self.sign(env.sign_key)?;
+        let aead = self.aead_for(env)?;
+        sign::verify(sign_key, env, sig)?;
+        let key = match aead {
+            Some(k) => k.body_key(&sig.0)?,
+            None => sign_key.body_key(&sig.0)?,
+        };
+        Ok(Verified { opener: Opener::new(key, env.codec, env.length, Limits::default()) })
+    }
+
+    fn aead_for(&self, env: &Envelope<'_>) -> Result<Option<&AeadKey>> {
+        match env.protection {
+            Protection::SignOnly => Ok(None),
+            Protection::Encrypt { alg, key } => {
+                let k = self.aead(key)?;
+                if k.algorithm() != alg {
+                    return Err(Error::DisallowedAlgorithm);
+                }
+                Ok(Some(k))
+            }
+        }
+    }
+}
+
+/// A message whose signature verified; its body can now be opened.
+pub struct Verified {
+    opener: Opener,
+}
+
+impl Verified {
+    /// The body opener, enforcing `limits`.
+    pub fn opener(self, limits: Limits) -> Opener {
+        self.opener.with_limits(limits)
+    }
+}

@@ -1,0 +1,368 @@
+//! Body framing: a message body is a sequence of records, each protected on its
+//! own, so bodies stream with memory bounded by one record.
+//!
+//! ```text
+//! record = flags (1) || length (3, big-endian) || payload (length) || tag (16)
+//! flags  = 0x01 FINAL | 0x02 COMPRESSED        (other bits must be zero)
+//! nonce  = 00 00 00 00 || seq (8, big-endian)   seq = 0, 1, 2, … per message
+//! AAD    = the 4 header bytes
+//! ```
+//! The record counter in the nonce detects reordering, duplication and removal;
+//! the FINAL flag (authenticated as AAD) detects truncation; the per-message
+//! body key detects records spliced in from another message.
+
+use bytes::BytesMut;
+
+use crate::aead::{BodyKey, TAG_LEN};
+use crate::codec::{self, Codec, CompressOptions};
+use crate::error::{Error, Limit, Result};
+
+/// Most plaintext bytes in one record; also the most payload bytes stored.
+pub const RECORD_MAX: usize = 65536;
+/// Bytes of record header.
+pub const HEADER_LEN: usize = 4;
+/// Bytes a record adds to its payload: header and tag.
+pub const RECORD_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
+/// Flag bit: this is the message's last record.
+pub const FLAG_FINAL: u8 = 0x01;
+/// Flag bit: the payload is compressed with the message's codec.
+pub const FLAG_COMPRESSED: u8 = 0x02;
+/// Most records in one message (a 256 TiB body); a counter past it is an error.
+pub const MAX_RECORDS: u64 = 1 << 32;
+
+/// The exact sealed size of a `plain`-byte body sealed with codec `none` and
+/// no [`Sealer::flush`] calls: full records are cut every [`RECORD_MAX`] bytes
+/// and a final record (possibly empty) follows.
+pub fn sealed_len(plain: u64) -> u64 {
+    plain + (plain / RECORD_MAX as u64 + 1) * RECORD_OVERHEAD as u64
+}
+
+/// Receiver-side limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most plaintext bytes (after decompression) one message may carry.
+    pub max_body: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_body: 16 * 1024 * 1024 }
+    }
+}
+
+/// Seals a body as records. Feed it chunks with [`Sealer::seal`]; end with
+/// [`Sealer::finish`]. Output goes to a caller-supplied buffer.
+pub struct Sealer {
+    key: BodyKey,
+    codec: Codec,
+    opts: CompressOptions,
+    seq: u64,
+    pending: Vec<u8>,
+    scratch: Vec<u8>,
+    total: u64,
+    declared: Option<u64>,
+    phase: Phase,
+}
+
+/// Where a [`Sealer`] is in its life.
+enum Phase {
+    Sealing,
+    Finished,
+    Failed(Error),
+}
+
+impl Sealer {
+    pub(crate) fn new(key: BodyKey, codec: Codec, opts: CompressOptions, declared: Option<u64>) -> Self {
+        Sealer {
+            key,
+            codec,
+            opts,
+            seq: 0,
+            pending: Vec::new(),
+            scratch: Vec::new(),
+            total: 0,
+            declared,
+            phase: Phase::Sealing,
+        }
+    }
+
+    /// Appends `input` to the body; writes every record that is now full.
+    pub fn seal(&mut self, input: &[u8], out: &mut BytesMut) -> Result<()> {
+        self.live()?;
+        let r = self.seal_inner(input, out);
+        self.poison_on(r)
+    }
+
+    /// Writes buffered bytes as a (non-final) record now, for streams whose
+    /// chunks must not wait for a full record. No-op when nothing is buffered.
+    pub fn flush(&mut self, out: &mut BytesMut) -> Result<()> {
+        self.live()?;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let r = self.emit(&pending, false, out);
+        self.pending = pending;
+        self.pending.clear();
+        self.poison_on(r)
+    }
+
+    /// Writes the final record. The body length must match the signed length.
+    pub fn finish(&mut self, out: &mut BytesMut) -> Result<()> {
+        self.live()?;
+        if self.declared.is_some_and(|n| n != self.total) {
+            return self.poison_on(Err(Error::LengthMismatch));
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let r = self.emit(&pending, true, out);
+        self.phase = Phase::Finished;
+        self.poison_on(r)
+    }
+
+    fn live(&self) -> Result<()> {
+        match &self.phase {
+            Phase::Sealing => Ok(()),
+            Phase::Finished => Err(Error::InvalidState),
+            Phase::Failed(e) => Err(e.clone()),
+        }
+    }
+
+    fn poison_on(&mut self, r: Result<()>) -> Result<()> {
+        if let Err(e) = &r {
+            self.phase = Phase::Failed(e.clone());
+        }
+        r
+    }
+
+    fn seal_inner(&mut self, mut input: &[u8], out: &mut BytesMut) -> Result<()> {
+        self.total += input.len() as u64;
+        if self.declared.is_some_and(|n| self.total > n) {
+            return Err(Error::LengthMismatch);
+        }
+        if !self.pending.is_empty() {
+            let take = (RECORD_MAX - self.pending.len()).min(input.len());
+            self.pending.extend_from_slice(&input[..take]);
+            input = &input[take..];
+            if self.pending.len() < RECORD_MAX {
+                return Ok(());
+            }
+            let pending = std::mem::take(&mut self.pending);
+            let r = self.emit(&pending, false, out);
+            self.pending = pending;
+            self.pending.clear();
+            r?;
+        }
+        while input.len() >= RECORD_MAX {
+            let (record, rest) = input.split_at(RECORD_MAX);
+            self.emit(record, false, out)?;
+            input = rest;
+        }
+        self.pending.extend_from_slice(input);
+        Ok(())
+    }
+
+    fn emit(&mut self, plain: &[u8], last: bool, out: &mut BytesMut) -> Result<()> {
+        if self.seq >= MAX_RECORDS {
+            return Err(Error::RecordLimit);
+        }
+        let mut flags = if last { FLAG_FINAL } else { 0 };
+        let mut payload = plain;
+        if self.codec != Codec::None && !plain.is_empty() && plain.len() >= self.opts.min_size {
+            codec::compress(self.codec, self.opts.level, plain, &mut self.scratch)?;
+            if self.scratch.len() < plain.len() {
+                flags |= FLAG_COMPRESSED;
+                payload = &self.scratch;
+            }
+        }
+        let len = payload.len();
+        let hdr = [flags, (len >> 16) as u8, (len >> 8) as u8, len as u8];
+        out.reserve(RECORD_OVERHEAD + len);
+        out.extend_from_slice(&hdr);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        let tag = self.key.seal(self.seq, &hdr, &mut out[start..])?;
+        out.extend_from_slice(&tag);
+        self.seq += 1;
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Expect {
+    Header,
+    Record { hdr: [u8; HEADER_LEN], len: usize },
+    Done,
+}
+
+/// Opens a sealed body record by record. Feed it the bytes as they arrive with
+/// [`Opener::open`]; call [`Opener::finish`] at end of stream. Only
+/// authenticated plaintext is ever written to `out`, and after the first error
+/// every call returns that error.
+pub struct Opener {
+    key: BodyKey,
+    codec: Codec,
+    seq: u64,
+    expect: Expect,
+    failed: Option<Error>,
+    partial: Vec<u8>,
+    scratch: Vec<u8>,
+    total: u64,
+    declared: Option<u64>,
+    limits: Limits,
+}
+
+impl Opener {
+    pub(crate) fn new(key: BodyKey, codec: Codec, declared: Option<u64>, limits: Limits) -> Self {
+        Opener {
+            key,
+            codec,
+            seq: 0,
+            expect: Expect::Header,
+            failed: None,
+            partial: Vec::new(),
+            scratch: Vec::new(),
+            total: 0,
+            declared,
+            limits,
+        }
+    }
+
+    pub(crate) fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Consumes sealed bytes; appends the plaintext of every complete record.
+    /// On error, `out` holds only the plaintext of records before the bad one.
+    pub fn open(&mut self, input: &[u8], out: &mut BytesMut) -> Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let r = self.open_inner(input, out);
+        if let Err(e) = &r {
+            self.failed = Some(e.clone());
+        }
+        r
+    }
+
+    /// Declares the end of the sealed stream: fails unless the final record
+    /// arrived and the length matches the signed length.
+    pub fn finish(&mut self) -> Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let r = match self.expect {
+            Expect::Done if self.declared.is_some_and(|n| n != self.total) => Err(Error::LengthMismatch),
+            Expect::Done => Ok(()),
+            _ => Err(Error::Truncated),
+        };
+        if let Err(e) = &r {
+            self.failed = Some(e.clone());
+        }
+        r
+    }
+
+    /// True once the final record was opened.
+    pub fn is_done(&self) -> bool {
+        matches!(self.expect, Expect::Done) && self.failed.is_none()
+    }
+
+    /// Plaintext bytes produced so far.
+    pub fn plaintext_len(&self) -> u64 {
+        self.total
+    }
+
+    fn open_inner(&mut self, mut input: &[u8], out: &mut BytesMut) -> Result<()> {
+        while !input.is_empty() {
+            match self.expect {
+                Expect::Done => return Err(Error::CorruptRecord),
+                Expect::Header => {
+                    let take = (HEADER_LEN - self.partial.len()).min(input.len());
+                    self.partial.extend_from_slice(&input[..take]);
+                    input = &input[take..];
+                    if self.partial.len() < HEADER_LEN {
+                        return Ok(());
+                    }
+                    let hdr = [self.partial[0], self.partial[1], self.partial[2], self.partial[3]];
+                    self.partial.clear();
+                    self.expect = self.check_header(hdr)?;
+                }
+                Expect::Record { hdr, len } => {
+                    let need = len + TAG_LEN;
+                    if self.partial.is_empty() && input.len() >= need {
+                        let (record, rest) = input.split_at(need);
+                        input = rest;
+                        self.open_record(hdr, record, out)?;
+                    } else {
+                        let take = (need - self.partial.len()).min(input.len());
+                        self.partial.extend_from_slice(&input[..take]);
+                        input = &input[take..];
+                        if self.partial.len() < need {
+                            return Ok(());
+                        }
+                        let record = std::mem::take(&mut self.partial);
+                        let r = self.open_record(hdr, &record, out);
+                        self.partial = record;
+                        self.partial.clear();
+                        r?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_header(&self, hdr: [u8; HEADER_LEN]) -> Result<Expect> {
+        let flags = hdr[0];
+        let len = (usize::from(hdr[1]) << 16) | (usize::from(hdr[2]) << 8) | usize::from(hdr[3]);
+        if flags & !(FLAG_FINAL | FLAG_COMPRESSED) != 0 {
+            return Err(Error::CorruptRecord);
+        }
+        if len > RECORD_MAX {
+            return Err(Error::TooLarge(Limit::Record));
+        }
+        if flags & FLAG_FINAL == 0 && len == 0 {
+            return Err(Error::CorruptRecord);
+        }
+        if flags & FLAG_COMPRESSED != 0 && self.codec == Codec::None {
+            return Err(Error::BadCodec);
+        }
+        if self.seq >= MAX_RECORDS {
+            return Err(Error::RecordLimit);
+        }
+        Ok(Expect::Record { hdr, len })
+    }
+
+    fn open_record(&mut self, hdr: [u8; HEADER_LEN], record: &[u8], out: &mut BytesMut) -> Result<()> {
+        let (payload, tag) = record.split_at(record.len() - TAG_LEN);
+        let remaining = self.limits.max_body.saturating_sub(self.total);
+        let start = out.len();
+        if hdr[0] & FLAG_COMPRESSED == 0 {
+            if payload.len() as u64 > remaining {
+                return Err(Error::TooLarge(Limit::Body));
+            }
+            out.extend_from_slice(payload);
+            if let Err(e) = self.key.open(self.seq, &hdr, &mut out[start..], tag) {
+                out.truncate(start);
+                return Err(e);
+            }
+        } else {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(payload);
+            self.key.open(self.seq, &hdr, &mut self.scratch, tag)?;
+            let limit = (RECORD_MAX as u64).min(remaining) as usize;
+            codec::decompress(self.codec, &self.scratch, limit, out).map_err(|e| match e {
+                Error::TooLarge(_) if (limit as u64) < RECORD_MAX as u64 => Error::TooLarge(Limit::Body),
+                e => e,
+            })?;
+        }
+        self.total += (out.len() - start) as u64;
+        if self.declared.is_some_and(|n| self.total > n) {
+            out.truncate(start);
+            return Err(Error::LengthMismatch);
+        }
+        self.seq += 1;
+        self.expect = if hdr[0] & FLAG_FINAL != 0 { Expect::Done } else { Expect::Header };
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! Seal → open round trips for every algorithm × codec × body size.
+mod common;
+
+use common::*;
+use filters::*;
+use proptest::prelude::*;
+
+const ALGS: [Option<Algorithm>; 3] = [None, Some(Algorithm::Aes256Gcm), Some(Algorithm::ChaCha20Poly1305)];
+const R: usize = RECORD_MAX;
+
+/// Sizes at and around record boundaries, plus the ends of the range.
+const EDGE_SIZES: [usize; 12] = [0, 1, 2, 255, 256, R - 1, R, R + 1, 2 * R - 1, 2 * R, 2 * R + 1, 1 << 20];
+
+#[test]
+fn every_alg_codec_and_edge_size_round_trips() {
+    let keys = ring();
+    for alg in ALGS {
+        for codec in Codec::ALL {
+            for (i, &size) in EDGE_SIZES.iter().enumerate() {
+                let data = body(size, i as u64);
+                for length in [Some(size as u64), None] {
+                    let env = request(alg, codec, length, 7);
+                    let (sig, sealed) = seal(&keys, &env, &data, 0);
+                    let opened = open(&keys, &env, &sig, &sealed, 0).unwrap();
+                    assert_eq!(opened, data, "alg {alg:?} codec {codec:?} size {size}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn sealed_len_is_exact_for_codec_none() {
+    let keys = ring();
+    for &size in &EDGE_SIZES {
+        let env = request(Some(Algorithm::Aes256Gcm), Codec::None, Some(size as u64), 1);
+        let (_, sealed) = seal(&keys, &env, &vec![0u8; size], 1000);
+        assert_eq!(sealed.len() as u64, sealed_len(size as u64), "size {size}");
+    }
+}
+
+#[test]
+fn compression_shrinks_compressible_bodies() {
+    let keys = ring();
+    let data = body(256 * 1024, 3);
+    for codec in [Codec::Snappy, Codec::Gzip, Codec::Brotli, Codec::Zstd] {
+        let env = request(Some(Algorithm::Aes256Gcm), codec, None, 2);
+        let (_, sealed) = seal(&keys, &env, &data, 0);
+        assert!(sealed.len() < data.len() / 2, "{codec:?}: {} of {}", sealed.len(), data.len());
+    }
+}
+
+#[test]
+fn responses_round_trip_and_bind_to_their_request() {
+    let keys = ring();
+    let req = request(Some(Algorithm::Aes256Gcm), Codec::Snappy, None, 9);
+    let resp = Envelope {
+        target: Target::Response { status: 201, request_nonce: req.nonce },
+        nonce: Nonce([0xa5; 16]),
+        deadline_ms: None,
+        ..req
+    };
+    let data = body(5000, 4);
+    let (sig, sealed) = seal(&keys, &resp, &data, 0);
+    assert_eq!(open(&keys, &resp, &sig, &sealed, 0).unwrap(), data);
+
+    // The same response presented as the answer to another request fails.
+    let other = Envelope { target: Target::Response { status: 201, request_nonce: Nonce([1; 16]) }, ..resp };
+    assert_eq!(open(&keys, &other, &sig, &sealed, 0).unwrap_err(), Error::BadSignature);
+    // A different status fails.
+    let status = Envelope { target: Target::Response { status: 200, request_nonce: req.nonce }, ..resp };
+    assert_eq!(open(&keys, &status, &sig, &sealed, 0).unwrap_err(), Error::BadSignature);
+}
+
+#[test]
+fn flushed_records_stream_small_chunks() {
+    let keys = ring();
+    let env = request(Some(Algorithm::Aes256Gcm), Codec::Snappy, None, 5);
+    let (sig, mut sealer) = keys.seal(&env, CompressOptions::default()).unwrap();
+    let mut opener = keys.verify(&env, &sig).unwrap().opener(Limits::default());
+    let mut expected = Vec::new();
+    let mut plain = bytes::BytesMut::new();
+    for i in 0..50u8 {
+        let chunk = vec![i; 10 + usize::from(i)];
+        expected.extend_from_slice(&chunk);
+        let mut wire = bytes::BytesMut::new();
+        sealer.seal(&chunk, &mut wire).unwrap();
+        sealer.flush(&mut wire).unwrap();
+        // Every chunk is readable as soon as it is flushed.
+        opener.open(&wire, &mut plain).unwrap();
+        assert_eq!(plain.len(), expected.len());
+    }
+    let mut wire = bytes::BytesMut::new();
+    sealer.finish(&mut wire).unwrap();
+    opener.open(&wire, &mut plain).unwrap();
+    opener.finish().unwrap();
+    assert_eq!(&plain[..], &expected[..]);
+}
+
+fn alg_strategy() -> impl Strategy<Value = Option<Algorithm>> {
+    prop::sample::select(ALGS.to_vec())
+}
+
+fn codec_strategy() -> impl Strategy<Value = Codec> {
+    prop::sample::select(Codec::ALL.to_vec())
+}
+
+/// Sizes: mostly near record boundaries, sometimes anywhere up to 1 MiB.
+fn size_strategy() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        (0usize..=16, -8i64..=8).prop_map(|(k, d)| ((k * R) as i64 + d).max(0) as usize),
+        0usize..=(1 << 20),
+        0usize..=20_000,
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn seal_open_round_trip(
+        alg in alg_strategy(),
+        codec in codec_strategy(),
+        size in size_strategy(),
+        seed in any::<u64>(),
+        seal_chunk in prop_oneof![Just(0usize), 1usize..100_000],
+        open_chunk in prop_oneof![Just(0usize), 1usize..100_000],
+        known_len in any::<bool>(),
+    ) {
+        let keys = ring();
+        let data = body(size, seed);
+        let env = request(alg, codec, known_len.then_some(size as u64), seed as u8);
+        let (sig, sealed) = seal(&keys, &env, &data, seal_chunk);
+        let opened = open(&keys, &env, &sig, &sealed, open_chunk).unwrap();
+        prop_assert_eq!(opened, data);
+    }
+
+    #[test]
+    fn random_bytes_round_trip(alg in alg_strategy(), codec in codec_strategy(), data in prop::collection::vec(any::<u8>(), 0..70_000)) {
+        let keys = ring();
+        let env = request(alg, codec, Some(data.len() as u64), 3);
+        let (sig, sealed) = seal(&keys, &env, &data, 0);
+        prop_assert_eq!(open(&keys, &env, &sig, &sealed, 7).unwrap(), data);
+    }
+}
