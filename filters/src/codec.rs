@@ -140,7 +140,7 @@ pub(crate) fn decompress(codec: Codec, input: &[u8], limit: usize, out: &mut byt
 /// to `limit` up front. On error `out` is restored to its previous length.
 fn read_bounded(mut r: impl Read, hint: usize, limit: usize, out: &mut bytes::BytesMut) -> Result<()> {
     let start = out.len();
-    let mut cap = hint.clamp(1024, limit + 1);
+    let mut cap = hint.max(1024).min(limit + 1);
     out.resize(start + cap, 0);
     let mut filled = 0;
     let result = loop {

@@ -77,11 +77,7 @@ impl AeadKey {
 
 impl fmt::Debug for AeadKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AeadKey")
-            .field("id", &self.id)
-            .field("alg", &self.alg)
-            .field("secret", &"<redacted>")
-            .finish()
+        f.debug_struct("AeadKey").field("id", &self.id).field("alg", &self.alg).field("secret", &"<redacted>").finish()
     }
 }
 

@@ -56,7 +56,5 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 /// True when `s` is 1 to `max` bytes of `A-Z a-z 0-9 . _ -`: the alphabet of
 /// service names, caller names and key ids.
 pub fn valid_token(s: &str, max: usize) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }

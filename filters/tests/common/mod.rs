@@ -1,6 +1,8 @@
 //! Shared helpers for the filters integration tests.
 #![allow(dead_code)]
 
+pub mod reference;
+
 use bytes::BytesMut;
 use filters::*;
 
@@ -24,9 +26,7 @@ pub fn protection(alg: Option<Algorithm>) -> Protection<'static> {
     match alg {
         None => Protection::SignOnly,
         Some(Algorithm::Aes256Gcm) => Protection::Encrypt { alg: Algorithm::Aes256Gcm, key: "gcm-1" },
-        Some(Algorithm::ChaCha20Poly1305) => {
-            Protection::Encrypt { alg: Algorithm::ChaCha20Poly1305, key: "chacha-1" }
-        }
+        Some(Algorithm::ChaCha20Poly1305) => Protection::Encrypt { alg: Algorithm::ChaCha20Poly1305, key: "chacha-1" },
     }
 }
 

@@ -1,0 +1,379 @@
+//! Every modification of a sealed message is rejected with the right error.
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use common::reference::{self, RecordKey};
+use common::*;
+use filters::*;
+
+const GCM: Option<Algorithm> = Some(Algorithm::Aes256Gcm);
+
+fn headers_of(env: &Envelope<'_>, sig: &Signature) -> HashMap<String, String> {
+    let mut h = HashMap::new();
+    env.write_headers(sig, |k, v| {
+        h.insert(k.to_owned(), v.to_owned());
+    });
+    h
+}
+
+/// Parses a request from headers and verifies it (the receiver's first steps).
+fn verify_headers(keys: &KeyRing, h: &HashMap<String, String>, method: &str, path: &str, query: &str) -> Result<()> {
+    let (env, sig) = Envelope::parse_request(|n| h.get(n).map(|s| s.as_str()), method, "token_service", path, query)?;
+    keys.verify(&env, &sig).map(|_| ())
+}
+
+#[test]
+fn every_single_byte_flip_of_a_sealed_body_is_rejected() {
+    let keys = ring();
+    for alg in [None, GCM, Some(Algorithm::ChaCha20Poly1305)] {
+        for codec in [Codec::None, Codec::Snappy] {
+            let data = body(300, 1);
+            let env = request(alg, codec, None, 1);
+            let (sig, sealed) = seal(&keys, &env, &data, 0);
+            for i in 0..sealed.len() {
+                for bit in [0x01u8, 0x80] {
+                    let mut bad = sealed.clone();
+                    bad[i] ^= bit;
+                    let err = open(&keys, &env, &sig, &bad, 0).unwrap_err();
+                    let expected: &[Error] = match i {
+                        // flags: an unknown bit, FINAL cleared, or COMPRESSED toggled.
+                        0 => &[Error::CorruptRecord, Error::BadCodec, Error::Truncated],
+                        // length: longer than sent (truncated), over the limit, or shorter (tag fails).
+                        1..=3 => &[Error::Truncated, Error::TooLarge(Limit::Record), Error::CorruptRecord],
+                        _ => &[Error::CorruptRecord],
+                    };
+                    assert!(expected.contains(&err), "alg {alg:?} codec {codec:?} byte {i}: {err:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn byte_flips_in_a_multi_record_body_are_rejected() {
+    let keys = ring();
+    let data = body(3 * RECORD_MAX + 100, 2);
+    let env = request(GCM, Codec::None, Some(data.len() as u64), 2);
+    let (sig, sealed) = seal(&keys, &env, &data, 0);
+    let mut i = 0;
+    while i < sealed.len() {
+        let mut bad = sealed.clone();
+        bad[i] ^= 0x40;
+        assert!(open(&keys, &env, &sig, &bad, 4096).is_err(), "flip at {i} accepted");
+        i += 997;
+    }
+}
+
+#[test]
+fn each_signed_header_field_is_covered() {
+    let keys = ring();
+    let env = request(GCM, Codec::Snappy, Some(10), 3);
+    let (sig, _) = seal(&keys, &env, &[0u8; 10], 0);
+    let good = headers_of(&env, &sig);
+    verify_headers(&keys, &good, "POST", "/api/service", "a=1&b=2").unwrap();
+
+    let cases: &[(&str, &str, Error)] = &[
+        ("x-fp-caller", "evil_service", Error::BadSignature),
+        ("x-fp-codec", "gzip", Error::BadSignature),
+        ("x-fp-codec", "lzma", Error::BadCodec),
+        ("x-fp-alg", "chacha20-poly1305", Error::DisallowedAlgorithm),
+        ("x-fp-alg", "aes-128-gcm", Error::DisallowedAlgorithm),
+        ("x-fp-key", "chacha-1", Error::DisallowedAlgorithm),
+        ("x-fp-key", "gcm-9", Error::UnknownKey(KeyKind::Aead)),
+        ("x-fp-sign-key", "sign-2", Error::BadSignature),
+        ("x-fp-sign-key", "sign-9", Error::UnknownKey(KeyKind::Sign)),
+        ("x-fp-timestamp", "1764115200001", Error::BadSignature),
+        ("x-fp-timestamp", "01764115200000", Error::Malformed("x-fp-timestamp")),
+        ("x-fp-nonce", "04040404040404040404040404040404", Error::BadSignature),
+        ("x-fp-nonce", "0303", Error::Malformed("x-fp-nonce")),
+        ("x-fp-length", "11", Error::BadSignature),
+        ("x-fp-deadline", "1764115299999", Error::BadSignature),
+        ("x-fp-content-type", "text/plain", Error::BadSignature),
+        ("x-fp-version", "2", Error::UnsupportedVersion),
+        ("x-fp-signature", "00", Error::Malformed("x-fp-signature")),
+    ];
+    for (name, value, expected) in cases {
+        let mut h = good.clone();
+        h.insert(name.to_string(), value.to_string());
+        let err = verify_headers(&keys, &h, "POST", "/api/service", "a=1&b=2").unwrap_err();
+        assert_eq!(&err, expected, "{name}: {value}");
+    }
+    // Removing an optional signed field is detected too.
+    for name in ["x-fp-length", "x-fp-deadline", "x-fp-content-type"] {
+        let mut h = good.clone();
+        h.remove(name);
+        assert_eq!(
+            verify_headers(&keys, &h, "POST", "/api/service", "a=1&b=2").unwrap_err(),
+            Error::BadSignature,
+            "{name}"
+        );
+    }
+    // A flipped signature bit.
+    let mut h = good.clone();
+    let s = h["x-fp-signature"].clone();
+    let first = if s.starts_with('0') { '1' } else { '0' };
+    let flipped = format!("{first}{}", &s[1..]);
+    h.insert("x-fp-signature".into(), flipped);
+    assert_eq!(verify_headers(&keys, &h, "POST", "/api/service", "a=1&b=2").unwrap_err(), Error::BadSignature);
+    // The request line: method, path, query.
+    for (m, p, q) in [
+        ("PUT", "/api/service", "a=1&b=2"),
+        ("POST", "/api/other", "a=1&b=2"),
+        ("POST", "/api/service", "a=1&b=3"),
+        ("POST", "/api/service", ""),
+    ] {
+        assert_eq!(verify_headers(&keys, &good, m, p, q).unwrap_err(), Error::BadSignature, "{m} {p}?{q}");
+    }
+    // Another service.
+    let other =
+        Envelope::parse_request(|n| good.get(n).map(|s| s.as_str()), "POST", "pay_service", "/api/service", "a=1&b=2")
+            .unwrap();
+    assert_eq!(keys.verify(&other.0, &other.1).err(), Some(Error::BadSignature));
+}
+
+#[test]
+fn a_sign_only_message_changed_to_claim_encryption_fails_and_vice_versa() {
+    let keys = ring();
+    let env = request(None, Codec::None, None, 4);
+    let (sig, _) = seal(&keys, &env, b"x", 0);
+    let mut h = headers_of(&env, &sig);
+    h.insert("x-fp-alg".into(), "aes-256-gcm".into());
+    h.insert("x-fp-key".into(), "gcm-1".into());
+    assert_eq!(verify_headers(&keys, &h, "POST", "/api/service", "a=1&b=2").unwrap_err(), Error::BadSignature);
+
+    let env = request(GCM, Codec::None, None, 4);
+    let (sig, _) = seal(&keys, &env, b"x", 0);
+    let mut h = headers_of(&env, &sig);
+    h.insert("x-fp-alg".into(), "none".into());
+    h.remove("x-fp-key");
+    assert_eq!(verify_headers(&keys, &h, "POST", "/api/service", "a=1&b=2").unwrap_err(), Error::BadSignature);
+}
+
+fn three_record_message(keys: &KeyRing, nonce: u8) -> (Envelope<'static>, Signature, Vec<Vec<u8>>) {
+    let data = body(2 * RECORD_MAX + 10, u64::from(nonce));
+    let env = request(GCM, Codec::None, None, nonce);
+    let (sig, sealed) = seal(keys, &env, &data, 0);
+    let recs = records(&sealed);
+    assert_eq!(recs.len(), 3);
+    (env, sig, recs)
+}
+
+#[test]
+fn truncated_reordered_duplicated_and_spliced_records_are_rejected() {
+    let keys = ring();
+    let (env, sig, r) = three_record_message(&keys, 5);
+    let join = |parts: &[&Vec<u8>]| parts.iter().flat_map(|p| p.iter().copied()).collect::<Vec<u8>>();
+
+    assert!(open(&keys, &env, &sig, &join(&[&r[0], &r[1], &r[2]]), 0).is_ok());
+    // Truncation: the final record dropped, or cut inside a record, or nothing at all.
+    assert_eq!(open(&keys, &env, &sig, &join(&[&r[0], &r[1]]), 0), Err(Error::Truncated));
+    let all = join(&[&r[0], &r[1], &r[2]]);
+    assert_eq!(open(&keys, &env, &sig, &all[..all.len() - 1], 0), Err(Error::Truncated));
+    assert_eq!(open(&keys, &env, &sig, &all[..2], 0), Err(Error::Truncated));
+    assert_eq!(open(&keys, &env, &sig, &[], 0), Err(Error::Truncated));
+    // Reordering and duplication.
+    assert_eq!(open(&keys, &env, &sig, &join(&[&r[1], &r[0], &r[2]]), 0), Err(Error::CorruptRecord));
+    assert_eq!(open(&keys, &env, &sig, &join(&[&r[0], &r[0], &r[1], &r[2]]), 0), Err(Error::CorruptRecord));
+    // Data after the final record.
+    assert_eq!(open(&keys, &env, &sig, &join(&[&r[0], &r[1], &r[2], &r[2]]), 0), Err(Error::CorruptRecord));
+    // A record spliced in from another message under the same keys.
+    let (_, _, other) = three_record_message(&keys, 6);
+    assert_eq!(open(&keys, &env, &sig, &join(&[&r[0], &other[1], &r[2]]), 0), Err(Error::CorruptRecord));
+    // A whole body spliced from another message.
+    assert_eq!(open(&keys, &env, &sig, &join(&[&other[0], &other[1], &other[2]]), 0), Err(Error::CorruptRecord));
+}
+
+#[test]
+fn length_mismatch_with_the_signed_length_is_rejected() {
+    let keys = ring();
+    // An honest sealer refuses to produce it.
+    let env = request(GCM, Codec::None, Some(10), 7);
+    let (_, mut sealer) = keys.seal(&env, CompressOptions::default()).unwrap();
+    let mut out = bytes::BytesMut::new();
+    sealer.seal(b"short", &mut out).unwrap();
+    assert_eq!(sealer.finish(&mut out), Err(Error::LengthMismatch));
+    // A body of 10 bytes verified against a header that says 10 but carrying 11 (forged with the keys).
+    let (sig, _) = keys.seal(&env, CompressOptions::default()).unwrap();
+    let key = RecordKey::Aead(&ring::aead::AES_256_GCM, reference::k_body(&AEAD_SECRET, &sig.0));
+    let forged = reference::record(&key, 0, 0x01, &[1u8; 11]);
+    assert_eq!(open(&keys, &env, &sig, &forged, 0), Err(Error::LengthMismatch));
+    let forged = reference::record(&key, 0, 0x01, &[1u8; 9]);
+    assert_eq!(open(&keys, &env, &sig, &forged, 0), Err(Error::LengthMismatch));
+}
+
+#[test]
+fn opener_stays_failed_after_an_error() {
+    let keys = ring();
+    let (env, sig, r) = three_record_message(&keys, 8);
+    let mut opener = keys.verify(&env, &sig).unwrap().opener(Limits::default());
+    let mut out = bytes::BytesMut::new();
+    let mut bad = r[0].clone();
+    bad[10] ^= 1;
+    assert_eq!(opener.open(&bad, &mut out), Err(Error::CorruptRecord));
+    assert!(out.is_empty(), "no unauthenticated plaintext is released");
+    assert_eq!(opener.open(&r[1], &mut out), Err(Error::CorruptRecord));
+    assert_eq!(opener.finish(), Err(Error::CorruptRecord));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn replayed_nonce_and_stale_timestamp_are_rejected() {
+    let guard = ReplayGuard::new(60_000, 1024);
+    let n = Nonce([9; 16]);
+    guard.check(&n, NOW_MS, NOW_MS).unwrap();
+    assert_eq!(guard.check(&n, NOW_MS, NOW_MS + 10), Err(Error::Replay));
+    assert_eq!(guard.check(&Nonce([8; 16]), NOW_MS - 60_001, NOW_MS), Err(Error::StaleTimestamp));
+    assert_eq!(guard.check(&Nonce([8; 16]), NOW_MS + 60_001, NOW_MS), Err(Error::StaleTimestamp));
+    guard.check(&Nonce([8; 16]), NOW_MS - 60_000, NOW_MS).unwrap();
+    // Once the window has passed, the message is stale whether or not remembered.
+    assert_eq!(guard.check(&n, NOW_MS, NOW_MS + 60_001), Err(Error::StaleTimestamp));
+    // Entries expire with the window: a later check in the same shard drops them.
+    guard.check(&Nonce([9, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]), NOW_MS + 60_001, NOW_MS + 60_001).unwrap();
+    assert_eq!(guard.len(), 2, "[9;16] expired, [8;16] (other shard) not yet, the new one in");
+}
+
+#[test]
+fn a_full_replay_cache_narrows_the_window_and_never_accepts_a_replay() {
+    // 16 shards × 1 entry; all nonces land in shard 0.
+    let guard = ReplayGuard::new(60_000, 16);
+    let nonce = |i: u8| Nonce([0, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    guard.check(&nonce(1), NOW_MS - 10, NOW_MS).unwrap();
+    // Full: the oldest entry is evicted, the floor rises to its timestamp.
+    guard.check(&nonce(2), NOW_MS - 5, NOW_MS).unwrap();
+    // The evicted nonce is now refused as stale, never accepted again.
+    assert_eq!(guard.check(&nonce(1), NOW_MS - 10, NOW_MS), Err(Error::StaleTimestamp));
+    assert_eq!(guard.check(&nonce(2), NOW_MS - 5, NOW_MS), Err(Error::Replay));
+    // Newer messages still pass.
+    guard.check(&nonce(3), NOW_MS, NOW_MS).unwrap();
+    assert!(guard.len() <= 16);
+}
+
+/// Forges a one-record zstd/gzip/brotli message whose payload inflates far
+/// beyond the record limit.
+fn bomb(keys: &KeyRing, codec: Codec, compressed: &[u8]) -> Result<Vec<u8>> {
+    let env = request(GCM, codec, None, 11);
+    let (sig, _) = keys.seal(&env, CompressOptions::default()).unwrap();
+    let key = RecordKey::Aead(&ring::aead::AES_256_GCM, reference::k_body(&AEAD_SECRET, &sig.0));
+    assert!(compressed.len() <= RECORD_MAX, "{codec:?} bomb is {} bytes", compressed.len());
+    let rec = reference::record(&key, 0, 0x01 | 0x02, compressed);
+    open(keys, &env, &sig, &rec, 0)
+}
+
+#[test]
+fn compression_bombs_are_rejected_at_the_record_limit() {
+    let keys = ring();
+    let zeros = vec![0u8; 1 << 20];
+    // 1 GiB of zeros, zstd: ~32 KiB, fits one record.
+    let mut z = zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
+    for _ in 0..1024 {
+        z.write_all(&zeros).unwrap();
+    }
+    let z = z.finish().unwrap();
+    assert_eq!(bomb(&keys, Codec::Zstd, &z), Err(Error::TooLarge(Limit::Record)));
+    // 32 MiB of zeros, gzip (its ratio caps near 1000:1).
+    let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    for _ in 0..32 {
+        g.write_all(&zeros).unwrap();
+    }
+    let g = g.finish().unwrap();
+    assert_eq!(bomb(&keys, Codec::Gzip, &g), Err(Error::TooLarge(Limit::Record)));
+    // 64 MiB of zeros, brotli.
+    let mut b = brotli::CompressorWriter::new(Vec::new(), 4096, 1, 22);
+    for _ in 0..64 {
+        b.write_all(&zeros).unwrap();
+    }
+    let b = b.into_inner();
+    assert_eq!(bomb(&keys, Codec::Brotli, &b), Err(Error::TooLarge(Limit::Record)));
+    // Snappy states its length up front: 1 MiB of zeros is refused before decoding.
+    let s = snap::raw::Encoder::new().compress_vec(&zeros).unwrap();
+    assert_eq!(bomb(&keys, Codec::Snappy, &s), Err(Error::TooLarge(Limit::Record)));
+}
+
+#[test]
+fn an_endless_stream_of_compressed_zeros_stops_at_the_body_limit() {
+    let keys = ring();
+    let env = request(GCM, Codec::Zstd, None, 12);
+    let (sig, mut sealer) = keys.seal(&env, CompressOptions::default()).unwrap();
+    let limit = 16 * 1024 * 1024;
+    let mut opener = keys.verify(&env, &sig).unwrap().opener(Limits { max_body: limit });
+    let zeros = vec![0u8; RECORD_MAX];
+    let (mut wire, mut plain) = (bytes::BytesMut::new(), bytes::BytesMut::new());
+    let mut sent = 0u64;
+    let err = loop {
+        assert!(sent < 1 << 30, "1 GiB went through");
+        wire.clear();
+        sealer.seal(&zeros, &mut wire).unwrap();
+        sent += zeros.len() as u64;
+        assert!(wire.len() < 1024, "each 64 KiB of zeros seals small");
+        if let Err(e) = opener.open(&wire, &mut plain) {
+            break e;
+        }
+        plain.clear();
+    };
+    assert_eq!(err, Error::TooLarge(Limit::Body));
+    assert_eq!(opener.plaintext_len(), limit);
+    assert_eq!(sent, limit + RECORD_MAX as u64);
+}
+
+#[test]
+fn error_messages_name_their_cause_and_carry_no_secrets() {
+    let all = [
+        Error::Malformed("x-fp-nonce"),
+        Error::UnsupportedVersion,
+        Error::BadSignature,
+        Error::StaleTimestamp,
+        Error::Replay,
+        Error::UnknownKey(KeyKind::Aead),
+        Error::UnknownKey(KeyKind::Sign),
+        Error::DisallowedAlgorithm,
+        Error::CorruptRecord,
+        Error::Truncated,
+        Error::TooLarge(Limit::Record),
+        Error::TooLarge(Limit::Body),
+        Error::TooLarge(Limit::Header),
+        Error::BadCodec,
+        Error::LengthMismatch,
+        Error::RecordLimit,
+        Error::InvalidState,
+        Error::BadKey,
+    ];
+    let mut codes = std::collections::HashSet::new();
+    for e in &all {
+        codes.insert(e.code());
+        let text = e.to_string();
+        assert!(!text.is_empty());
+        assert!(!text.contains("3333"), "{text}");
+    }
+    assert_eq!(codes.len(), 15);
+    let key = SignKey::new("sign-1", &SIGN_SECRET).unwrap();
+    assert!(!format!("{key:?}").contains("51"), "Debug shows no secret bytes");
+}
+
+mod garbage {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Arbitrary bytes never panic the opener and never open.
+        #[test]
+        fn random_bodies_are_rejected_without_panic(data in prop::collection::vec(any::<u8>(), 0..4096), codec in prop::sample::select(Codec::ALL.to_vec())) {
+            let keys = ring();
+            let env = request(GCM, codec, None, 13);
+            let (sig, _) = keys.seal(&env, CompressOptions::default()).unwrap();
+            prop_assert!(open(&keys, &env, &sig, &data, 3).is_err());
+        }
+
+        /// Arbitrary header values never panic the parser.
+        #[test]
+        fn random_headers_never_panic(values in prop::collection::vec(".{0,80}", 12)) {
+            let names = ["x-fp-version", "x-fp-caller", "x-fp-alg", "x-fp-key", "x-fp-sign-key", "x-fp-codec",
+                "x-fp-timestamp", "x-fp-nonce", "x-fp-length", "x-fp-deadline", "x-fp-content-type", "x-fp-signature"];
+            let h: HashMap<String, String> = names.iter().map(|n| n.to_string()).zip(values).collect();
+            let _ = verify_headers(&ring(), &h, "GET", "/", "");
+        }
+    }
+}
