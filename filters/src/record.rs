@@ -30,10 +30,14 @@ pub const FLAG_COMPRESSED: u8 = 0x02;
 /// Most records in one message (a 256 TiB body); a counter past it is an error.
 pub const MAX_RECORDS: u64 = 1 << 32;
 
-/// The exact sealed size of a `plain`-byte body sealed with codec `none` and
-/// no [`Sealer::flush`] calls: full records are cut every [`RECORD_MAX`] bytes
-/// and a final record (possibly empty) follows.
+/// The exact sealed size of a `plain`-byte body whose length is signed, sealed
+/// with codec `none` and no [`Sealer::flush`] calls: full records are cut every
+/// [`RECORD_MAX`] bytes and a final record (possibly empty) follows. A body
+/// whose signed length is 0 has no records at all.
 pub fn sealed_len(plain: u64) -> u64 {
+    if plain == 0 {
+        return 0;
+    }
     plain + (plain / RECORD_MAX as u64 + 1) * RECORD_OVERHEAD as u64
 }
 
@@ -113,9 +117,13 @@ impl Sealer {
         if self.declared.is_some_and(|n| n != self.total) {
             return self.poison_on(Err(Error::LengthMismatch));
         }
+        self.phase = Phase::Finished;
+        if self.declared == Some(0) {
+            // A body signed as empty carries no records at all.
+            return Ok(());
+        }
         let pending = std::mem::take(&mut self.pending);
         let r = self.emit(&pending, true, out);
-        self.phase = Phase::Finished;
         self.poison_on(r)
     }
 
@@ -217,7 +225,8 @@ impl Opener {
             key,
             codec,
             seq: 0,
-            expect: Expect::Header,
+            // A body signed as empty has no records: any byte is an error.
+            expect: if declared == Some(0) { Expect::Done } else { Expect::Header },
             failed: None,
             partial: Vec::new(),
             scratch: Vec::new(),

@@ -143,3 +143,17 @@ proptest! {
         prop_assert_eq!(open(&keys, &env, &sig, &sealed, 7).unwrap(), data);
     }
 }
+
+#[test]
+fn a_body_signed_as_empty_has_no_records() {
+    let keys = ring();
+    let env = request(Some(Algorithm::Aes256Gcm), Codec::None, Some(0), 4);
+    let (sig, sealed) = seal(&keys, &env, &[], 0);
+    assert!(sealed.is_empty());
+    assert_eq!(open(&keys, &env, &sig, &sealed, 0).unwrap(), Vec::<u8>::new());
+    // Any byte, even a well-formed empty final record, is refused.
+    let unsigned = request(Some(Algorithm::Aes256Gcm), Codec::None, None, 4);
+    let (_, with_record) = seal(&keys, &unsigned, &[], 0);
+    assert_eq!(with_record.len(), 20);
+    assert_eq!(open(&keys, &env, &sig, &with_record, 0), Err(Error::CorruptRecord));
+}

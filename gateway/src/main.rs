@@ -1,79 +1,127 @@
-//! fastproxy: the gateway binary.
+//! fastproxy: a service-to-service security gateway on Pingora.
 //!
-//! The outbound and inbound proxy roles are built on Pingora in the next
-//! milestone; for now the binary links Pingora (so build cost and system
-//! packages are settled) and offers `fastproxy demo`, which seals a request
-//! with the `filters` codec and opens it again, printing what would cross the
-//! wire.
+//! One binary runs the outbound role (seal requests from a local app), the
+//! inbound role (verify and open requests for a local service), or both, as
+//! its config file says. Composition happens here, explicitly: config →
+//! snapshot → roles → Pingora services.
 
-use bytes::BytesMut;
-use filters::{AeadKey, Algorithm, Codec, CompressOptions, Envelope, KeyRing, Limits, Nonce, Protection, SignKey, Target};
-use ring::rand::{SecureRandom, SystemRandom};
+mod config;
+mod error;
+mod http;
+mod policy;
+mod pools;
+mod roles;
+mod state;
 
-fn main() {
-    env_logger::init();
-    match std::env::args().nth(1).as_deref() {
-        Some("demo") => {
-            if let Err(e) = demo() {
-                eprintln!("demo failed: {e}");
-                std::process::exit(1);
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use clap::{Parser, Subcommand};
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::configuration::Opt;
+use pingora::server::Server;
+
+use crate::state::Snapshot;
+
+/// fastproxy: seals service-to-service HTTP (compress → encrypt → sign) on the
+/// caller side and opens it on the callee side.
+///
+/// Run a proxy: `fastproxy -c conf/pingora.yaml --config conf/fastproxy.yaml`.
+/// `-c/--conf` is Pingora's server conf (threads, grace periods, pid file,
+/// upgrade socket); `-f/--config` is fastproxy's (keys, roles, policy,
+/// upstreams). `-d` daemonizes, `-t` tests both configs and exits, `-u` takes
+/// over the listeners of a running instance (zero-downtime upgrade).
+#[derive(Parser, Debug)]
+#[command(name = "fastproxy", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// fastproxy's config file (keys, outbound/inbound roles, upstreams).
+    #[arg(
+        short = 'f',
+        long = "config",
+        env = "FASTPROXY_CONFIG",
+        default_value = "conf/fastproxy.yaml",
+        global = true
+    )]
+    config: String,
+
+    #[command(flatten)]
+    pingora: Opt,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate the config file: prints every problem with its field path; exit status 2 if any.
+    Check,
+    /// Print a new random 32-byte key secret (64 hex digits) for the config's `secret:` fields.
+    Keygen,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check) => match config::load(&cli.config) {
+            Ok(_) => {
+                println!("{}: ok", cli.config);
+                ExitCode::SUCCESS
             }
-        }
-        _ => {
-            // Parses Pingora's standard options (-c, -d, -t, -u) and builds the server.
-            let opt = pingora::server::configuration::Opt::parse_args();
-            match pingora::server::Server::new(Some(opt)) {
-                Ok(mut server) => {
-                    server.bootstrap();
-                    eprintln!("fastproxy: no proxy role is configured yet; run `fastproxy demo` for a sealed round trip");
-                }
-                Err(e) => {
-                    eprintln!("fastproxy: {e}");
-                    std::process::exit(1);
-                }
+            Err(problems) => {
+                eprintln!("{}: {} problem(s)\n{problems}", cli.config, problems.0.len());
+                ExitCode::from(2)
             }
-        }
+        },
+        Some(Command::Keygen) => match config::secret::generate() {
+            Ok(secret) => {
+                println!("{secret}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("keygen: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        None => match run(cli) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fastproxy: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 
-/// Seals a JSON request under fresh random keys, prints the wire form, opens it.
-fn demo() -> Result<(), filters::Error> {
-    let rng = SystemRandom::new();
-    let mut secret = [0u8; 32];
-    let mut keys = KeyRing::new();
-    rng.fill(&mut secret).map_err(|_| filters::Error::BadKey)?;
-    keys.add_aead(AeadKey::new("room-v2", Algorithm::Aes256Gcm, &secret)?);
-    rng.fill(&mut secret).map_err(|_| filters::Error::BadKey)?;
-    keys.add_sign(SignKey::new("sign-v1", &secret)?);
+/// Loads the config, builds the roles it asks for, and runs Pingora.
+fn run(cli: Cli) -> Result<(), String> {
+    let config = config::load(&cli.config).map_err(|p| format!("{}: {} problem(s)\n{p}", cli.config, p.0.len()))?;
+    let snapshot = Snapshot::new(config).map_err(|e| format!("building upstream pools: {e}"))?;
+    let shared = Arc::new(ArcSwap::from_pointee(snapshot));
+    let mut server = Server::new(Some(cli.pingora)).map_err(|e| e.to_string())?;
+    server.bootstrap();
 
-    let body = br#"{"user":42,"action":"transfer","amount":"10.00"}"#;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let env = Envelope {
-        target: Target::Request { method: "POST", path: "/api/service", query: "id=7" },
-        service: "token_service",
-        caller: "song_service",
-        content_type: "application/json",
-        codec: Codec::None,
-        protection: Protection::Encrypt { alg: Algorithm::Aes256Gcm, key: "room-v2" },
-        sign_key: "sign-v1",
-        timestamp_ms: now,
-        nonce: Nonce::random(&rng)?,
-        length: Some(body.len() as u64),
-        deadline_ms: None,
-    };
-    let (sig, mut sealer) = keys.seal(&env, CompressOptions::default())?;
-    let mut wire = BytesMut::new();
-    sealer.seal(body, &mut wire)?;
-    sealer.finish(&mut wire)?;
-
-    println!("POST /token_service/api/service?id=7");
-    env.write_headers(&sig, |name, value| println!("{name}: {value}"));
-    println!("\n{} sealed bytes: {}", wire.len(), filters::hex::encode(&wire));
-
-    let mut opener = keys.verify(&env, &sig)?.opener(Limits::default());
-    let mut plain = BytesMut::new();
-    opener.open(&wire, &mut plain)?;
-    opener.finish()?;
-    println!("\nopened: {}", String::from_utf8_lossy(&plain));
-    Ok(())
+    let snap = shared.load();
+    if let Some(out) = &snap.config.outbound {
+        let role = roles::outbound::Outbound::new(shared.clone());
+        let mut svc = http_proxy_service_with_name(&server.configuration, role, "fastproxy outbound");
+        for addr in &out.listen {
+            svc.add_tcp(&addr.to_string());
+        }
+        server.add_service(svc);
+        log::info!("outbound role listening on {:?}", out.listen);
+    }
+    if let Some(inb) = &snap.config.inbound {
+        let replay = Arc::new(filters::ReplayGuard::new(inb.max_skew_ms, inb.replay_cache));
+        let role = roles::inbound::Inbound::new(shared.clone(), replay);
+        let mut svc = http_proxy_service_with_name(&server.configuration, role, "fastproxy inbound");
+        for addr in &inb.listen {
+            svc.add_tcp(&addr.to_string());
+        }
+        server.add_service(svc);
+        log::info!("inbound role listening on {:?}", inb.listen);
+    }
+    drop(snap);
+    server.run_forever()
 }

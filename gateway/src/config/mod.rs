@@ -1,0 +1,145 @@
+//! Configuration: the file's schema, loading, validation, and the checked,
+//! immutable [`Config`] the proxy runs on.
+//!
+//! A `Config` is only ever built whole by [`load`] (or [`from_yaml`]); the
+//! roles read it through an `Arc` snapshot, so a reload swaps it atomically.
+
+pub mod schema;
+pub mod secret;
+pub mod units;
+mod validate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use filters::{Algorithm, Codec, CompressOptions, KeyRing};
+
+use crate::policy::CallerPolicy;
+
+/// A checked configuration.
+pub struct Config {
+    /// Every key, ready for sealing and verification.
+    pub keys: KeyRing,
+    /// The caller-side role, when configured.
+    pub outbound: Option<Outbound>,
+    /// The callee-side role, when configured.
+    pub inbound: Option<Inbound>,
+    /// Upstream pools by name.
+    pub upstreams: BTreeMap<String, Upstream>,
+}
+
+/// The caller-side role's settings.
+pub struct Outbound {
+    /// Listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Fixed caller identity, when this sidecar serves one app.
+    pub caller: Option<String>,
+    /// Header naming the caller (lower case).
+    pub caller_header: String,
+    /// Header carrying the caller's timeout in ms (lower case).
+    pub timeout_header: String,
+    /// Largest request body accepted from the app.
+    pub max_body: u64,
+    /// Largest opened response body.
+    pub max_response_body: u64,
+    /// Sealing settings per caller.
+    pub callers: HashMap<String, Seal>,
+    /// Routes per callee service.
+    pub routes: HashMap<String, Route>,
+}
+
+/// How one caller's requests are sealed.
+#[derive(Debug, Clone)]
+pub struct Seal {
+    /// Encryption key id and its algorithm; `None` for sign-only.
+    pub aead: Option<(String, Algorithm)>,
+    /// Signing key id.
+    pub sign_key: String,
+    /// Compression codec.
+    pub codec: Codec,
+    /// Compression level and threshold.
+    pub compress: CompressOptions,
+}
+
+/// Where requests for one callee go.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Pool of the callee's inbound proxies.
+    pub upstream: String,
+    /// Deadline when the caller sends no timeout header.
+    pub timeout: Option<Duration>,
+}
+
+/// The callee-side role's settings.
+pub struct Inbound {
+    /// Listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Accepted clock difference, ms.
+    pub max_skew_ms: u64,
+    /// Replay cache capacity.
+    pub replay_cache: usize,
+    /// Largest opened request body.
+    pub max_body: u64,
+    /// Pool name per local service.
+    pub services: HashMap<String, String>,
+    /// Policy per caller; callers not here are refused.
+    pub callers: HashMap<String, CallerPolicy>,
+}
+
+/// One upstream pool's settings.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Backend addresses.
+    pub backends: Vec<SocketAddr>,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Per-read timeout.
+    pub read_timeout: Duration,
+    /// Per-write timeout.
+    pub write_timeout: Duration,
+    /// Idle pooled connection lifetime.
+    pub idle_timeout: Duration,
+}
+
+/// One problem in a config file, with the path of the field it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted field path, e.g. `inbound.callers.song_service.keys[1]`.
+    pub path: String,
+    /// What is wrong (never a secret's value).
+    pub message: String,
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}", p.path, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Reads, parses and validates the config file at `path`.
+pub fn load(path: &str) -> Result<Config, Problems> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Problems(vec![Problem { path: path.to_owned(), message: format!("cannot read: {e}") }]))?;
+    from_yaml(&text)
+}
+
+/// Parses and validates config text.
+pub fn from_yaml(text: &str) -> Result<Config, Problems> {
+    let file: schema::File = serde_saphyr::from_str(text)
+        .map_err(|e| Problems(vec![Problem { path: "(yaml)".to_owned(), message: e.to_string() }]))?;
+    validate::validate(file)
+}

@@ -1,0 +1,229 @@
+//! The config file's shape, exactly as written in YAML. Pure data: no I/O and
+//! no validation beyond what serde does (unknown fields are rejected
+//! everywhere). [`super::validate`] turns it into a checked [`super::Config`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    /// Named keys.
+    #[serde(default)]
+    pub keys: Keys,
+    /// The caller-side role.
+    pub outbound: Option<Outbound>,
+    /// The callee-side role.
+    pub inbound: Option<Inbound>,
+    /// Named upstream pools.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Upstream>,
+}
+
+/// `keys:`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Keys {
+    /// Encryption keys by id.
+    #[serde(default)]
+    pub aead: BTreeMap<String, AeadKey>,
+    /// Signing keys by id.
+    #[serde(default)]
+    pub hmac: BTreeMap<String, HmacKey>,
+}
+
+/// `keys.aead.<id>`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AeadKey {
+    /// `aes-256-gcm` or `chacha20-poly1305`.
+    pub alg: String,
+    /// 32 bytes as 64 hex digits, inline or `env:NAME` or `file:PATH`.
+    pub secret: String,
+}
+
+/// `keys.hmac.<id>`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HmacKey {
+    /// As for [`AeadKey::secret`].
+    pub secret: String,
+}
+
+/// `outbound:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outbound {
+    /// Listen addresses (`ip:port`).
+    pub listen: Vec<String>,
+    /// Fixed identity of the app this sidecar serves; when unset the caller
+    /// names itself in `caller_header`.
+    pub caller: Option<String>,
+    /// Header naming the caller (default `x-fp-caller`; `C_ServiceName` for
+    /// apps written for the Go FastProxy).
+    pub caller_header: Option<String>,
+    /// Header carrying the caller's timeout in milliseconds (default `x-fp-timeout-ms`).
+    pub timeout_header: Option<String>,
+    /// Largest request body accepted from the app (default 64MiB).
+    pub max_body: Option<Size>,
+    /// Largest response body accepted from an inbound proxy (default 64MiB).
+    pub max_response_body: Option<Size>,
+    /// Sealing settings per caller.
+    pub callers: BTreeMap<String, OutboundCaller>,
+    /// Callee services and the pools of their inbound proxies.
+    pub routes: BTreeMap<String, Route>,
+}
+
+/// `outbound.callers.<name>`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundCaller {
+    /// Encryption key id; unset means sign-only.
+    pub aead_key: Option<String>,
+    /// Signing key id.
+    pub sign_key: String,
+    /// `none` (default), `snappy`, `gzip`, `brotli`, `zstd`.
+    pub codec: Option<String>,
+    /// Codec level (0 = codec's fast default).
+    pub level: Option<u32>,
+    /// Bodies smaller than this are not compressed (default 256).
+    pub compress_min: Option<Size>,
+}
+
+/// `outbound.routes.<service>`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Name of an `upstreams` pool of the callee's inbound proxies.
+    pub upstream: String,
+    /// Deadline applied when the caller sends no timeout header.
+    pub timeout: Option<Duration>,
+}
+
+/// `inbound:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inbound {
+    /// Listen addresses (`ip:port`).
+    pub listen: Vec<String>,
+    /// Accepted clock difference either way (default 60s).
+    pub max_skew: Option<Duration>,
+    /// Nonces remembered for replay detection (default 262144).
+    pub replay_cache: Option<usize>,
+    /// Largest opened request body (default 64MiB).
+    pub max_body: Option<Size>,
+    /// Local services and the pools of their instances.
+    pub services: BTreeMap<String, Service>,
+    /// Who may call what. Callers not listed are refused.
+    #[serde(default)]
+    pub callers: BTreeMap<String, InboundCaller>,
+}
+
+/// `inbound.services.<name>`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Name of an `upstreams` pool of the service's instances.
+    pub upstream: String,
+}
+
+/// `inbound.callers.<name>`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundCaller {
+    /// Protection the caller must use.
+    #[serde(default)]
+    pub require: Require,
+    /// Key ids (encryption and signing) the caller may use.
+    pub keys: Vec<String>,
+    /// What the caller may call. Empty: nothing.
+    #[serde(default)]
+    pub allow: Vec<Allow>,
+}
+
+/// `inbound.callers.<name>.require`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Require {
+    /// Bodies must be encrypted (default true).
+    #[serde(default = "yes")]
+    pub encrypt: bool,
+    /// Messages must be signed (default true; protocol v1 always signs, so
+    /// `false` is refused by validation rather than silently ignored).
+    #[serde(default = "yes")]
+    pub sign: bool,
+}
+
+impl Default for Require {
+    fn default() -> Self {
+        Require { encrypt: true, sign: true }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One rule of `inbound.callers.<name>.allow`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allow {
+    /// Callee service name.
+    pub service: String,
+    /// Exact path (below the service), e.g. `/api/service`.
+    pub path: Option<String>,
+    /// Path prefix, e.g. `/api/`. Exactly one of `path`, `path_prefix`.
+    pub path_prefix: Option<String>,
+    /// Allowed methods, upper case; `["*"]` for any.
+    pub methods: Vec<String>,
+    /// Requests per second allowed on this rule (burst up to one second's worth).
+    pub qps: Option<u32>,
+}
+
+/// `upstreams.<name>`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// `ip:port` backends.
+    pub backends: Vec<String>,
+    /// TCP connect timeout (default 1s).
+    pub connect_timeout: Option<Duration>,
+    /// Longest wait for each read from the backend (default 30s).
+    pub read_timeout: Option<Duration>,
+    /// Longest wait for each write to the backend (default 30s).
+    pub write_timeout: Option<Duration>,
+    /// How long an idle pooled connection is kept (default 55s).
+    pub idle_timeout: Option<Duration>,
+}
+
+/// A duration written as `250ms`, `5s`, `2m`, `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duration(pub std::time::Duration);
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        super::units::parse_duration(&text).map(Duration).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A size written as a byte count or with a unit: `512`, `64KiB`, `16MiB`, `1GiB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(n) => Ok(Size(n)),
+            Raw::Text(t) => super::units::parse_size(&t).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Turns a parsed [`schema::File`] into a checked [`Config`], collecting every
+//! problem (with its field path) instead of stopping at the first.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use filters::{AeadKey, Algorithm, Codec, CompressOptions, KeyRing, SignKey};
+
+use super::schema::{self, File};
+use super::{secret, Config, Inbound, Outbound, Problem, Problems, Route, Seal, Upstream};
+use crate::policy::{CallerPolicy, Methods, PathMatch, RateLimiter, Rule};
+
+const MIB: u64 = 1 << 20;
+
+/// Collects problems while validating.
+#[derive(Default)]
+struct Check {
+    problems: Vec<Problem>,
+}
+
+impl Check {
+    fn fail(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem { path: path.into(), message: message.into() });
+    }
+
+    fn name(&mut self, path: &str, name: &str, what: &str) {
+        if !filters::valid_token(name, filters::envelope::MAX_NAME_LEN) {
+            self.fail(path, format!("{what} name {name:?} must be 1-128 characters of A-Z a-z 0-9 . _ -"));
+        }
+    }
+
+    fn addrs(&mut self, path: &str, list: &[String]) -> Vec<SocketAddr> {
+        if list.is_empty() {
+            self.fail(path, "must list at least one ip:port address");
+        }
+        let mut out = Vec::new();
+        for (i, a) in list.iter().enumerate() {
+            match a.parse::<SocketAddr>() {
+                Ok(addr) => out.push(addr),
+                Err(_) => self.fail(format!("{path}[{i}]"), format!("{a:?} is not an ip:port address")),
+            }
+        }
+        out
+    }
+
+    fn header_name(&mut self, path: &str, name: Option<&str>, default: &str) -> String {
+        let name = name.unwrap_or(default).to_ascii_lowercase();
+        let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            self.fail(path, format!("{name:?} is not a valid header name"));
+        }
+        name
+    }
+}
+
+pub(super) fn validate(file: File) -> Result<Config, Problems> {
+    let mut c = Check::default();
+    let (keys, key_algs) = keys(&mut c, &file.keys);
+    let upstreams = upstreams(&mut c, &file.upstreams);
+    let outbound = file.outbound.as_ref().map(|o| outbound(&mut c, o, &key_algs, &upstreams));
+    let inbound = file.inbound.as_ref().map(|i| inbound(&mut c, i, &key_algs, &upstreams));
+    if outbound.is_none() && inbound.is_none() {
+        c.fail("(root)", "configure at least one role: outbound, inbound, or both");
+    }
+    if c.problems.is_empty() {
+        Ok(Config { keys, outbound, inbound, upstreams })
+    } else {
+        Err(Problems(c.problems))
+    }
+}
+
+fn keys(c: &mut Check, k: &schema::Keys) -> (KeyRing, BTreeMap<String, Option<Algorithm>>) {
+    let mut ring = KeyRing::new();
+    let mut algs = BTreeMap::new();
+    for (id, key) in &k.aead {
+        let path = format!("keys.aead.{id}");
+        if !filters::keys::valid_key_id(id) {
+            c.fail(&path, "key id must be 1-64 characters of A-Z a-z 0-9 . _ -");
+            continue;
+        }
+        let Some(alg) = Algorithm::from_name(&key.alg) else {
+            c.fail(format!("{path}.alg"), format!("{:?} is not aes-256-gcm or chacha20-poly1305", key.alg));
+            continue;
+        };
+        match secret::resolve(&key.secret).and_then(|s| AeadKey::new(id, alg, &s).map_err(|e| e.to_string())) {
+            Ok(k) => ring.add_aead(k),
+            Err(e) => c.fail(format!("{path}.secret"), e),
+        }
+        algs.insert(id.clone(), Some(alg));
+    }
+    for (id, key) in &k.hmac {
+        let path = format!("keys.hmac.{id}");
+        if !filters::keys::valid_key_id(id) {
+            c.fail(&path, "key id must be 1-64 characters of A-Z a-z 0-9 . _ -");
+            continue;
+        }
+        if algs.contains_key(id) {
+            c.fail(&path, "an aead key has the same id; key ids must be unique");
+            continue;
+        }
+        match secret::resolve(&key.secret).and_then(|s| SignKey::new(id, &s).map_err(|e| e.to_string())) {
+            Ok(k) => ring.add_sign(k),
+            Err(e) => c.fail(format!("{path}.secret"), e),
+        }
+        algs.insert(id.clone(), None);
+    }
+    (ring, algs)
+}
+
+fn upstreams(c: &mut Check, ups: &BTreeMap<String, schema::Upstream>) -> BTreeMap<String, Upstream> {
+    let mut out = BTreeMap::new();
+    for (name, u) in ups {
+        let path = format!("upstreams.{name}");
+        c.name(&path, name, "upstream");
+        let backends = c.addrs(&format!("{path}.backends"), &u.backends);
+        let d = |v: Option<schema::Duration>, default: u64| v.map_or(Duration::from_millis(default), |d| d.0);
+        let up = Upstream {
+            backends,
+            connect_timeout: d(u.connect_timeout, 1_000),
+            read_timeout: d(u.read_timeout, 30_000),
+            write_timeout: d(u.write_timeout, 30_000),
+            idle_timeout: d(u.idle_timeout, 55_000),
+        };
+        for (field, v) in [("connect_timeout", up.connect_timeout), ("read_timeout", up.read_timeout)] {
+            if v.is_zero() {
+                c.fail(format!("{path}.{field}"), "must be greater than zero");
+            }
+        }
+        out.insert(name.clone(), up);
+    }
+    out
+}
+
+fn upstream_ref(c: &mut Check, path: &str, name: &str, ups: &BTreeMap<String, Upstream>) {
+    if !ups.contains_key(name) {
+        c.fail(path, format!("no upstream named {name:?} in upstreams"));
+    }
+}
+
+fn outbound(
+    c: &mut Check,
+    o: &schema::Outbound,
+    key_algs: &BTreeMap<String, Option<Algorithm>>,
+    ups: &BTreeMap<String, Upstream>,
+) -> Outbound {
+    let listen = c.addrs("outbound.listen", &o.listen);
+    if let Some(caller) = &o.caller {
+        c.name("outbound.caller", caller, "caller");
+        if !o.callers.contains_key(caller) {
+            c.fail("outbound.caller", format!("{caller:?} has no entry in outbound.callers"));
+        }
+    }
+    let caller_header = c.header_name("outbound.caller_header", o.caller_header.as_deref(), "x-fp-caller");
+    let timeout_header = c.header_name("outbound.timeout_header", o.timeout_header.as_deref(), "x-fp-timeout-ms");
+    let mut callers = HashMap::new();
+    for (name, s) in &o.callers {
+        let path = format!("outbound.callers.{name}");
+        c.name(&path, name, "caller");
+        let aead = match &s.aead_key {
+            None => None,
+            Some(id) => match key_algs.get(id) {
+                Some(Some(alg)) => Some((id.clone(), *alg)),
+                Some(None) => {
+                    c.fail(format!("{path}.aead_key"), format!("{id:?} is an hmac key, not an aead key"));
+                    None
+                }
+                None => {
+                    c.fail(format!("{path}.aead_key"), format!("no aead key {id:?} in keys.aead"));
+                    None
+                }
+            },
+        };
+        if key_algs.get(&s.sign_key) != Some(&None) {
+            c.fail(format!("{path}.sign_key"), format!("no hmac key {:?} in keys.hmac", s.sign_key));
+        }
+        let codec = match s.codec.as_deref().map_or(Some(Codec::None), Codec::from_name) {
+            Some(codec) => codec,
+            None => {
+                c.fail(format!("{path}.codec"), "must be none, snappy, gzip, brotli or zstd");
+                Codec::None
+            }
+        };
+        let compress = CompressOptions {
+            level: s.level.unwrap_or(0),
+            min_size: s.compress_min.map_or(256, |s| s.0.min(u64::from(u32::MAX)) as usize),
+        };
+        callers.insert(name.clone(), Seal { aead, sign_key: s.sign_key.clone(), codec, compress });
+    }
+    let mut routes = HashMap::new();
+    for (service, r) in &o.routes {
+        let path = format!("outbound.routes.{service}");
+        c.name(&path, service, "service");
+        upstream_ref(c, &format!("{path}.upstream"), &r.upstream, ups);
+        routes.insert(service.clone(), Route { upstream: r.upstream.clone(), timeout: r.timeout.map(|d| d.0) });
+    }
+    Outbound {
+        listen,
+        caller: o.caller.clone(),
+        caller_header,
+        timeout_header,
+        max_body: o.max_body.map_or(64 * MIB, |s| s.0),
+        max_response_body: o.max_response_body.map_or(64 * MIB, |s| s.0),
+        callers,
+        routes,
+    }
+}
+
+const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"];
+
+fn inbound(
+    c: &mut Check,
+    i: &schema::Inbound,
+    key_algs: &BTreeMap<String, Option<Algorithm>>,
+    ups: &BTreeMap<String, Upstream>,
+) -> Inbound {
+    let listen = c.addrs("inbound.listen", &i.listen);
+    let mut services = HashMap::new();
+    for (name, s) in &i.services {
+        let path = format!("inbound.services.{name}");
+        c.name(&path, name, "service");
+        upstream_ref(c, &format!("{path}.upstream"), &s.upstream, ups);
+        services.insert(name.clone(), s.upstream.clone());
+    }
+    let mut callers = HashMap::new();
+    for (name, p) in &i.callers {
+        let path = format!("inbound.callers.{name}");
+        c.name(&path, name, "caller");
+        if !p.require.sign {
+            c.fail(format!("{path}.require.sign"), "protocol v1 always signs; false is not supported");
+        }
+        let mut keys = HashSet::new();
+        for (k, id) in p.keys.iter().enumerate() {
+            if !key_algs.contains_key(id) {
+                c.fail(format!("{path}.keys[{k}]"), format!("no key {id:?} in keys"));
+            }
+            keys.insert(id.clone());
+        }
+        if !p.keys.iter().any(|id| key_algs.get(id) == Some(&None)) {
+            c.fail(format!("{path}.keys"), "must list at least one hmac key the caller signs with");
+        }
+        let mut rules = Vec::new();
+        for (r, a) in p.allow.iter().enumerate() {
+            let rp = format!("{path}.allow[{r}]");
+            if !i.services.contains_key(&a.service) {
+                c.fail(format!("{rp}.service"), format!("no service {:?} in inbound.services", a.service));
+            }
+            let path_match = match (&a.path, &a.path_prefix) {
+                (Some(p), None) if p.starts_with('/') => PathMatch::Exact(p.clone()),
+                (None, Some(p)) if p.starts_with('/') => PathMatch::Prefix(p.clone()),
+                (Some(_), None) | (None, Some(_)) => {
+                    c.fail(&rp, "path and path_prefix must start with /");
+                    continue;
+                }
+                _ => {
+                    c.fail(&rp, "set exactly one of path, path_prefix");
+                    continue;
+                }
+            };
+            let methods = if a.methods.iter().any(|m| m == "*") {
+                Methods::Any
+            } else {
+                for (m, method) in a.methods.iter().enumerate() {
+                    if !METHODS.contains(&method.as_str()) {
+                        c.fail(
+                            format!("{rp}.methods[{m}]"),
+                            format!("{method:?} is not an upper-case HTTP method or *"),
+                        );
+                    }
+                }
+                if a.methods.is_empty() {
+                    c.fail(format!("{rp}.methods"), "list the allowed methods, or [\"*\"]");
+                }
+                Methods::Listed(a.methods.clone())
+            };
+            if a.qps == Some(0) {
+                c.fail(format!("{rp}.qps"), "must be at least 1 (remove the rule to deny)");
+            }
+            rules.push(Rule {
+                service: a.service.clone(),
+                path: path_match,
+                methods,
+                limit: a.qps.map(RateLimiter::new),
+            });
+        }
+        callers.insert(name.clone(), CallerPolicy { require_encrypt: p.require.encrypt, keys, rules });
+    }
+    let max_skew_ms = i.max_skew.map_or(filters::replay::DEFAULT_SKEW_MS, |d| d.0.as_millis() as u64);
+    Inbound {
+        listen,
+        max_skew_ms,
+        replay_cache: i.replay_cache.unwrap_or(filters::replay::DEFAULT_CAPACITY),
+        max_body: i.max_body.map_or(64 * MIB, |s| s.0),
+        services,
+        callers,
+    }
+}

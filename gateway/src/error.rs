@@ -1,0 +1,192 @@
+//! The gateway's error model and its one mapping to HTTP: status, stable code,
+//! JSON body `{"error":{"code":"…","message":"…"}}`, and the
+//! `x-fp-error-source` header naming the proxy that produced it.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+use crate::policy::Denial;
+
+/// Header naming which proxy produced an error response.
+pub const ERROR_SOURCE: &str = "x-fp-error-source";
+/// Header repeating the error's stable code (read by the outbound proxy when
+/// it relays an inbound proxy's refusal).
+pub const ERROR_CODE: &str = "x-fp-error-code";
+
+/// Which proxy role is answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Caller side.
+    Outbound,
+    /// Callee side.
+    Inbound,
+}
+
+impl Role {
+    /// Lower-case name, for headers and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Outbound => "outbound",
+            Role::Inbound => "inbound",
+        }
+    }
+}
+
+/// Why a request failed at a proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyError {
+    /// The sealed request failed a codec check (parse, signature, replay, body).
+    Request(filters::Error),
+    /// The sealed response from the inbound proxy failed a codec check.
+    Response(filters::Error),
+    /// The request itself is unusable (bad target, dot segments, upgrade…).
+    BadRequest(&'static str),
+    /// No route or service of that name.
+    UnknownService,
+    /// The caller did not say who it is.
+    MissingCaller,
+    /// The caller is not configured at this outbound proxy.
+    UnknownCaller,
+    /// Receiver policy refused the request.
+    Denied(Denial),
+    /// The body is larger than this proxy accepts.
+    BodyTooLarge,
+    /// The caller's deadline passed.
+    DeadlineExceeded,
+    /// The pool has no backend to try.
+    NoHealthyUpstream,
+    /// Connecting to or talking with the upstream failed.
+    UpstreamFailed,
+    /// The upstream did not answer in time.
+    UpstreamTimeout,
+    /// The inbound proxy answered without sealing a success response.
+    UnsealedResponse,
+    /// A bug or resource failure in the proxy itself.
+    Internal,
+}
+
+impl ProxyError {
+    /// HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        use filters::Error as E;
+        match self {
+            ProxyError::Request(e) => match e {
+                // Anything that fails authentication, header or body.
+                E::BadSignature
+                | E::StaleTimestamp
+                | E::Replay
+                | E::UnknownKey(_)
+                | E::DisallowedAlgorithm
+                | E::CorruptRecord
+                | E::Truncated
+                | E::LengthMismatch => 401,
+                E::TooLarge(_) | E::RecordLimit => 413,
+                _ => 400,
+            },
+            ProxyError::Response(_) | ProxyError::UnsealedResponse | ProxyError::UpstreamFailed => 502,
+            ProxyError::BadRequest(_) | ProxyError::MissingCaller => 400,
+            ProxyError::UnknownService => 404,
+            ProxyError::UnknownCaller => 403,
+            ProxyError::Denied(Denial::RateLimited(_)) => 429,
+            ProxyError::Denied(_) => 403,
+            ProxyError::BodyTooLarge => 413,
+            ProxyError::DeadlineExceeded | ProxyError::UpstreamTimeout => 504,
+            ProxyError::NoHealthyUpstream => 503,
+            ProxyError::Internal => 500,
+        }
+    }
+
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::Request(e) => e.code(),
+            ProxyError::Response(_) => "bad_response",
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::UnknownService => "unknown_service",
+            ProxyError::MissingCaller => "missing_caller",
+            ProxyError::UnknownCaller => "unknown_caller",
+            ProxyError::Denied(Denial::UnknownCaller) => "caller_not_allowed",
+            ProxyError::Denied(Denial::KeyNotAllowed) => "key_not_allowed",
+            ProxyError::Denied(Denial::EncryptionRequired) => "encryption_required",
+            ProxyError::Denied(Denial::NotAllowed) => "forbidden",
+            ProxyError::Denied(Denial::RateLimited(_)) => "rate_limited",
+            ProxyError::BodyTooLarge => "body_too_large",
+            ProxyError::DeadlineExceeded => "deadline_exceeded",
+            ProxyError::NoHealthyUpstream => "no_healthy_upstream",
+            ProxyError::UpstreamFailed => "upstream_failed",
+            ProxyError::UpstreamTimeout => "upstream_timeout",
+            ProxyError::UnsealedResponse => "unsealed_response",
+            ProxyError::Internal => "internal",
+        }
+    }
+
+    /// Human-readable message: names the failed check, never secrets or
+    /// values from the request.
+    pub fn message(&self) -> Cow<'static, str> {
+        match self {
+            ProxyError::Request(e) => Cow::Owned(e.to_string()),
+            ProxyError::Response(e) => Cow::Owned(format!("response from the inbound proxy rejected: {e}")),
+            ProxyError::BadRequest(why) => Cow::Borrowed(why),
+            ProxyError::UnknownService => Cow::Borrowed("no route to this service"),
+            ProxyError::MissingCaller => Cow::Borrowed("the request does not name its caller"),
+            ProxyError::UnknownCaller => Cow::Borrowed("this caller is not configured at the outbound proxy"),
+            ProxyError::Denied(Denial::UnknownCaller) => Cow::Borrowed("caller not allowed here"),
+            ProxyError::Denied(Denial::KeyNotAllowed) => Cow::Borrowed("key not allowed for this caller"),
+            ProxyError::Denied(Denial::EncryptionRequired) => Cow::Borrowed("this caller must encrypt"),
+            ProxyError::Denied(Denial::NotAllowed) => Cow::Borrowed("caller may not call this endpoint"),
+            ProxyError::Denied(Denial::RateLimited(_)) => Cow::Borrowed("rate limit exceeded"),
+            ProxyError::BodyTooLarge => Cow::Borrowed("body exceeds the size limit"),
+            ProxyError::DeadlineExceeded => Cow::Borrowed("the caller's deadline passed"),
+            ProxyError::NoHealthyUpstream => Cow::Borrowed("no upstream backend available"),
+            ProxyError::UpstreamFailed => Cow::Borrowed("upstream connection failed"),
+            ProxyError::UpstreamTimeout => Cow::Borrowed("upstream did not answer in time"),
+            ProxyError::UnsealedResponse => Cow::Borrowed("the inbound proxy sent an unsealed response"),
+            ProxyError::Internal => Cow::Borrowed("internal error"),
+        }
+    }
+
+    /// The JSON body of the error response.
+    pub fn body(&self) -> Bytes {
+        let v = serde_json::json!({ "error": { "code": self.code(), "message": self.message() } });
+        Bytes::from(v.to_string())
+    }
+
+    /// The full error response header.
+    pub fn response_header(&self, role: Role, body_len: usize) -> pingora::Result<ResponseHeader> {
+        let mut h = ResponseHeader::build(self.status(), Some(4))?;
+        h.insert_header("content-type", "application/json")?;
+        h.insert_header("content-length", body_len.to_string())?;
+        h.insert_header(ERROR_SOURCE, role.name())?;
+        h.insert_header(ERROR_CODE, self.code())?;
+        if let ProxyError::Denied(Denial::RateLimited(secs)) = self {
+            h.insert_header("retry-after", secs.to_string())?;
+        }
+        Ok(h)
+    }
+}
+
+/// Writes `err` as the whole response. Closes the connection when the request
+/// body may be unread (so no leftover bytes are taken for the next request).
+pub async fn respond(session: &mut Session, role: Role, err: &ProxyError) -> pingora::Result<()> {
+    let body = err.body();
+    let header = err.response_header(role, body.len())?;
+    if !session.is_body_done() {
+        session.set_keepalive(None);
+    }
+    let head_only = session.req_header().method == pingora::http::Method::HEAD;
+    session.write_response_header(Box::new(header), head_only).await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// Wraps `err` in a pingora error whose type carries the status, for hooks that
+/// must return `Err`; the role's `fail_to_proxy` finds the `ProxyError` in the
+/// request context and answers with it.
+pub fn to_pingora(err: &ProxyError) -> Box<pingora::Error> {
+    pingora::Error::explain(pingora::ErrorType::HTTPStatus(err.status()), err.code())
+}

@@ -1,0 +1,463 @@
+//! The inbound (callee-side) role: verifies a sealed request from the headers
+//! (signature, freshness, replay, policy, rate) before touching the body,
+//! opens the body, forwards it to the callee's instances, and seals the
+//! response.
+//!
+//! Request path: `request_filter` (verify → policy → small bodies opened whole,
+//! so a tampered one never reaches the callee) → `upstream_peer` →
+//! `upstream_request_filter` (restore the plain request) →
+//! `request_body_filter` (open records as they stream).
+//! Response path: `upstream_response_filter` (sign, headers, framing) →
+//! `response_body_filter` (seal records).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use filters::{
+    Algorithm, Codec, CompressOptions, Envelope, Limits, Nonce, Opener, Protection, ReplayGuard, Sealer, Target,
+};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, Result};
+use ring::rand::SystemRandom;
+
+use super::outbound::{hex_prefix, strip_hop_by_hop, strip_response_hop_by_hop, WIRE};
+use super::Attempts;
+use crate::error::{self, to_pingora, ProxyError, Role};
+use crate::http::{self as h, now_ms};
+use crate::policy::Denial;
+use crate::pools::Pool;
+use crate::state::{Shared, Snapshot};
+
+/// Sealed bodies up to this size (Pingora's retry-buffer size) are read and
+/// opened whole before the callee is contacted.
+const VERIFY_FIRST_MAX: u64 = 64 * 1024;
+
+/// The inbound proxy.
+pub struct Inbound {
+    shared: Shared,
+    replay: Arc<ReplayGuard>,
+    rng: SystemRandom,
+}
+
+impl Inbound {
+    /// A proxy reading its config from `shared`, remembering nonces in `replay`
+    /// (kept across config reloads so a reload never re-opens the window).
+    pub fn new(shared: Shared, replay: Arc<ReplayGuard>) -> Self {
+        Inbound { shared, replay, rng: SystemRandom::new() }
+    }
+}
+
+/// A request that passed every header check.
+pub struct Accepted {
+    snap: Arc<Snapshot>,
+    caller: String,
+    service: String,
+    /// Path and query for the callee (service segment removed).
+    target: String,
+    pool: Arc<Pool>,
+    nonce: Nonce,
+    aead: Option<(String, Algorithm)>,
+    sign_key: String,
+    codec: Codec,
+    length: Option<u64>,
+    content_type: String,
+    deadline_ms: Option<u64>,
+}
+
+/// How the request body reaches the callee.
+// One per request, inline in the context: boxing the opener would only add
+// an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Body {
+    /// Opened whole in `request_filter`.
+    Verified(Bytes),
+    /// Opened record by record as it streams.
+    Streaming(Opener),
+    /// Signed as empty.
+    Empty,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    started: Instant,
+    accepted: Option<Accepted>,
+    body: Body,
+    body_started: bool,
+    attempts: Attempts,
+    reply: Option<Sealer>,
+    flush_records: bool,
+    error: Option<ProxyError>,
+}
+
+#[async_trait]
+impl ProxyHttp for Inbound {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            accepted: None,
+            body: Body::Empty,
+            body_started: false,
+            attempts: Attempts::default(),
+            reply: None,
+            flush_records: false,
+            error: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let result = match self.accept(session) {
+            Ok((accepted, opener)) => verify_small_body(session, opener).await.map(|body| (accepted, body)),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((accepted, body)) => {
+                ctx.accepted = Some(accepted);
+                ctx.body = body;
+                Ok(false)
+            }
+            Err(e) => {
+                log::debug!(target: "fastproxy::inbound", "refused: {}", e.code());
+                error::respond(session, Role::Inbound, &e).await?;
+                ctx.error = Some(e);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let acc = ctx.accepted.as_ref().ok_or_else(|| to_pingora(&ProxyError::Internal))?;
+        ctx.attempts.next_peer(&acc.pool, acc.deadline_ms).map_err(|e| {
+            let pe = to_pingora(&e);
+            ctx.error = Some(e);
+            pe
+        })
+    }
+
+    fn fail_to_connect(&self, _s: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, e: Box<Error>) -> Box<Error> {
+        let pool_len = ctx.accepted.as_ref().map_or(0, |a| a.pool.len());
+        ctx.attempts.connect_failed(pool_len, e)
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        let idempotent = session.req_header().method.is_idempotent();
+        // A streamed body's opener cannot rewind: once records went out, no retry.
+        let replayable = !matches!(ctx.body, Body::Streaming(_)) || !ctx.body_started;
+        if idempotent && replayable && !session.as_ref().retry_buffer_truncated() {
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        restore_request(session, up, ctx).map_err(|e| {
+            let pe = to_pingora(&e);
+            ctx.error = Some(e);
+            pe
+        })
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        match &mut ctx.body {
+            Body::Verified(plain) => *body = Some(if end_of_stream { plain.clone() } else { Bytes::new() }),
+            Body::Empty => {
+                if body.as_ref().is_some_and(|b| !b.is_empty()) {
+                    let e = ProxyError::Request(filters::Error::CorruptRecord);
+                    let pe = to_pingora(&e);
+                    ctx.error = Some(e);
+                    return Err(pe);
+                }
+            }
+            Body::Streaming(opener) => {
+                ctx.body_started = true;
+                let mut out = BytesMut::new();
+                let mut result = body.take().map_or(Ok(()), |chunk| opener.open(&chunk, &mut out));
+                if result.is_ok() && end_of_stream {
+                    result = opener.finish();
+                }
+                if let Err(e) = result {
+                    // Abort the upstream request: the callee never gets an
+                    // unauthenticated byte, nor a complete-looking body.
+                    log::warn!(target: "fastproxy::inbound", "aborting request body: {e}");
+                    let e = ProxyError::Request(e);
+                    let pe = to_pingora(&e);
+                    ctx.error = Some(e);
+                    return Err(pe);
+                }
+                *body = if out.is_empty() && end_of_stream { None } else { Some(out.freeze()) };
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        self.seal_response(session, resp, ctx).map_err(|e| {
+            let pe = to_pingora(&e);
+            ctx.error = Some(e);
+            pe
+        })
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        let Some(sealer) = ctx.reply.as_mut() else { return Ok(None) };
+        let mut out = BytesMut::new();
+        let mut result = Ok(());
+        if let Some(chunk) = body.take() {
+            result = sealer.seal(&chunk, &mut out);
+            if result.is_ok() && ctx.flush_records {
+                result = sealer.flush(&mut out);
+            }
+        }
+        if result.is_ok() && end_of_stream {
+            result = sealer.finish(&mut out);
+        }
+        if let Err(e) = result {
+            log::warn!(target: "fastproxy::inbound", "aborting response: {e}");
+            let e = ProxyError::UpstreamFailed;
+            let pe = to_pingora(&e);
+            ctx.error = Some(e);
+            return Err(pe);
+        }
+        if !out.is_empty() && log::log_enabled!(target: WIRE, log::Level::Debug) {
+            log::debug!(target: WIRE, "sealed response body: {} bytes: {}", out.len(), hex_prefix(&out));
+        }
+        *body = Some(out.freeze());
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let deadline = ctx.accepted.as_ref().and_then(|a| a.deadline_ms);
+        let err = super::classify(ctx.error.as_ref(), e, deadline);
+        if ctx.error.is_none() {
+            ctx.error = err.clone();
+        }
+        super::fail_to_proxy(session, Role::Inbound, err).await
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let (caller, service) = ctx.accepted.as_ref().map_or(("", ""), |a| (a.caller.as_str(), a.service.as_str()));
+        super::access_log(Role::Inbound, session, caller, service, ctx.started, &ctx.attempts, ctx.error.as_ref());
+    }
+}
+
+impl Inbound {
+    /// Every check that needs only the headers, cheapest first: route, parse,
+    /// signature, freshness and replay, caller policy, rate, deadline.
+    fn accept(&self, session: &mut Session) -> Result<(Accepted, Opener), ProxyError> {
+        let snap = self.shared.load_full();
+        let inb = snap.config.inbound.as_ref().ok_or(ProxyError::Internal)?;
+        let req = session.req_header();
+        if req.headers.contains_key("upgrade") {
+            return Err(ProxyError::BadRequest("protocol upgrades are not supported"));
+        }
+        let path = req.uri.path();
+        let (service, below) = h::split_target(path)?;
+        h::check_path(path)?;
+        let pool_name = inb.services.get(service).ok_or(ProxyError::UnknownService)?;
+        let pool = snap.pools.get(pool_name).ok_or(ProxyError::Internal)?.clone();
+        let query = req.uri.query().unwrap_or("");
+        let get = |n: &str| h::header_str(&req.headers, n);
+        let method = req.method.as_str();
+        let (env, sig) = Envelope::parse_request(get, method, service, below, query).map_err(ProxyError::Request)?;
+        let verified = snap.config.keys.verify(&env, &sig).map_err(ProxyError::Request)?;
+        let now = now_ms();
+        self.replay.check(&env.nonce, env.timestamp_ms, now).map_err(ProxyError::Request)?;
+        let policy = inb.callers.get(env.caller).ok_or(ProxyError::Denied(Denial::UnknownCaller))?;
+        policy.check_protection(&env).map_err(ProxyError::Denied)?;
+        policy.authorize(service, below, method).map_err(ProxyError::Denied)?;
+        if env.deadline_ms.is_some_and(|d| d <= now) {
+            return Err(ProxyError::DeadlineExceeded);
+        }
+        if env.length.is_some_and(|n| n > inb.max_body) {
+            return Err(ProxyError::BodyTooLarge);
+        }
+        let target = if query.is_empty() { below.to_owned() } else { format!("{below}?{query}") };
+        let aead = match env.protection {
+            Protection::Encrypt { alg, key } => Some((key.to_owned(), alg)),
+            Protection::SignOnly => None,
+        };
+        let accepted = Accepted {
+            caller: env.caller.to_owned(),
+            service: service.to_owned(),
+            target,
+            pool,
+            nonce: env.nonce,
+            aead,
+            sign_key: env.sign_key.to_owned(),
+            codec: env.codec,
+            length: env.length,
+            content_type: env.content_type.to_owned(),
+            deadline_ms: env.deadline_ms,
+            snap: snap.clone(),
+        };
+        Ok((accepted, verified.opener(Limits { max_body: inb.max_body })))
+    }
+
+    /// Signs the callee's response (bound to the request's nonce), replaces
+    /// its framing, and prepares the sealer.
+    fn seal_response(&self, session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
+        let acc = ctx.accepted.as_ref().ok_or(ProxyError::Internal)?;
+        let status = resp.status.as_u16();
+        let method = &session.req_header().method;
+        let bodyless = h::bodyless_response(method, status);
+        let length = h::content_length(&resp.headers);
+        let content_type = match h::header_str(&resp.headers, "content-type") {
+            None => String::new(),
+            Some(ct) if ct.len() <= filters::envelope::MAX_CONTENT_TYPE_LEN => ct.to_owned(),
+            Some(_) => return Err(ProxyError::UpstreamFailed),
+        };
+        for name in h::fp_header_names(&resp.headers) {
+            resp.remove_header(&name);
+        }
+        strip_response_hop_by_hop(resp);
+        resp.remove_header("content-length");
+        resp.remove_header("content-type");
+
+        let protection = match &acc.aead {
+            Some((key, alg)) => Protection::Encrypt { alg: *alg, key },
+            None => Protection::SignOnly,
+        };
+        let env = Envelope {
+            target: Target::Response { status, request_nonce: acc.nonce },
+            service: &acc.service,
+            caller: &acc.caller,
+            content_type: &content_type,
+            codec: acc.codec,
+            protection,
+            sign_key: &acc.sign_key,
+            timestamp_ms: now_ms(),
+            nonce: Nonce::random(&self.rng).map_err(|_| ProxyError::Internal)?,
+            length,
+            deadline_ms: None,
+        };
+        let (sig, sealer) = acc.snap.config.keys.seal(&env, CompressOptions::default()).map_err(ProxyError::Request)?;
+        let mut failed = false;
+        env.write_headers(&sig, |k, v| failed |= resp.insert_header(k, v).is_err());
+        let mut r = if failed { Err(ProxyError::Internal) } else { Ok(()) }.map_err(|_| Error::new_str("header"));
+        if bodyless {
+            if let (Some(n), true) = (length, *method == pingora::http::Method::HEAD) {
+                r = r.and(resp.insert_header("content-length", n.to_string()));
+            }
+        } else {
+            let exact = match (length, acc.codec) {
+                (Some(0), _) => Some(0),
+                (Some(n), Codec::None) => Some(filters::sealed_len(n)),
+                _ => None,
+            };
+            r = r.and(match exact {
+                Some(n) => resp.insert_header("content-length", n.to_string()),
+                None => resp.insert_header("transfer-encoding", "chunked"),
+            });
+            if length != Some(0) {
+                r = r.and(resp.insert_header("content-type", h::SEALED_CONTENT_TYPE));
+            }
+        }
+        r.map_err(|_: Box<Error>| ProxyError::Internal)?;
+        if log::log_enabled!(target: WIRE, log::Level::Debug) {
+            let mut line = format!("sealed response: {status}");
+            env.write_headers(&sig, |k, v| line.push_str(&format!("\n  {k}: {v}")));
+            log::debug!(target: WIRE, "{line}");
+        }
+        // Unknown length: a streaming response (events, long poll) — every
+        // chunk goes out as its own record at once.
+        ctx.flush_records = length.is_none();
+        ctx.reply = (!bodyless).then_some(sealer);
+        Ok(())
+    }
+}
+
+/// Rewrites the upstream request to what the caller sent: path below the
+/// service, original content type and length, the verified caller identity.
+fn restore_request(session: &Session, up: &mut RequestHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
+    let acc = ctx.accepted.as_ref().ok_or(ProxyError::Internal)?;
+    let uri = acc.target.parse().map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    up.set_uri(uri);
+    for name in h::fp_header_names(&up.headers) {
+        up.remove_header(&name);
+    }
+    strip_hop_by_hop(up);
+    up.remove_header("content-length");
+    up.remove_header("content-type");
+    let mut r = up.insert_header("x-fp-caller", &acc.caller);
+    if let Some(d) = acc.deadline_ms {
+        r = r.and(up.insert_header(filters::envelope::header::DEADLINE, d.to_string()));
+    }
+    if !acc.content_type.is_empty() {
+        r = r.and(up.insert_header("content-type", &acc.content_type));
+    }
+    let length = match &ctx.body {
+        Body::Verified(plain) => Some(plain.len() as u64),
+        Body::Empty => Some(0),
+        Body::Streaming(_) => acc.length,
+    };
+    r = r.and(match length {
+        Some(0) if !h::method_has_body(&session.req_header().method) => Ok(()),
+        Some(n) => up.insert_header("content-length", n.to_string()),
+        None => up.insert_header("transfer-encoding", "chunked"),
+    });
+    r.map_err(|_| ProxyError::Internal)
+}
+
+/// Opens a small sealed body whole before the callee is contacted (see
+/// [`VERIFY_FIRST_MAX`]); larger or chunked bodies stream.
+async fn verify_small_body(session: &mut Session, mut opener: Opener) -> Result<Body, ProxyError> {
+    if opener.is_done() {
+        // Signed as empty: no records may follow.
+        return Ok(Body::Empty);
+    }
+    let wire_len = h::content_length(&session.req_header().headers);
+    let Some(len) = wire_len.filter(|n| *n > 0 && *n <= VERIFY_FIRST_MAX) else {
+        return Ok(Body::Streaming(opener));
+    };
+    session.as_mut().enable_retry_buffering();
+    let mut plain = BytesMut::with_capacity(len as usize);
+    let mut read = 0u64;
+    while let Some(chunk) =
+        session.read_request_body().await.map_err(|_| ProxyError::BadRequest("request body read failed"))?
+    {
+        read += chunk.len() as u64;
+        if read > len {
+            return Err(ProxyError::BadRequest("request body longer than its Content-Length"));
+        }
+        opener.open(&chunk, &mut plain).map_err(ProxyError::Request)?;
+    }
+    opener.finish().map_err(ProxyError::Request)?;
+    Ok(Body::Verified(plain.freeze()))
+}

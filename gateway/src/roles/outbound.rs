@@ -1,0 +1,530 @@
+//! The outbound (caller-side) role: takes the app's plain request for
+//! `/<callee>/<path>`, seals it, sends it to the callee's inbound proxies, and
+//! opens the sealed response.
+//!
+//! Request path: `request_filter` (route, caller, limits → [`Plan`]) →
+//! `upstream_peer` → `upstream_request_filter` (sign, headers, framing; once per
+//! attempt, with a fresh nonce) → `request_body_filter` (seal records).
+//! Response path: `upstream_response_filter` (verify, restore headers) →
+//! `response_body_filter` (open records).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use filters::envelope::header;
+use filters::{Envelope, Limits, Nonce, Opener, Protection, Sealer, Target};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, Result};
+use ring::rand::SystemRandom;
+
+use super::Attempts;
+use crate::config::Seal;
+use crate::error::{self, to_pingora, ProxyError, Role, ERROR_CODE, ERROR_SOURCE};
+use crate::http::{self as h, now_ms};
+use crate::pools::Pool;
+use crate::state::{Shared, Snapshot};
+
+/// Log target showing what crosses the wire (debug level): protocol headers
+/// and the first bytes of sealed bodies. Never plaintext, never keys.
+pub const WIRE: &str = "fastproxy::wire";
+
+/// The first 48 bytes of a sealed body, in hex, for the wire log.
+pub(crate) fn hex_prefix(data: &[u8]) -> String {
+    let shown = &data[..data.len().min(48)];
+    let more = if data.len() > shown.len() { "…" } else { "" };
+    format!("{}{more}", filters::hex::encode(shown))
+}
+
+/// Bodies up to this size are read whole before sealing when compressed, so
+/// the sealed request still carries an exact `Content-Length` (and Pingora can
+/// replay them on retry: its retry buffer holds 64 KiB).
+const PRESEAL_MAX: u64 = 64 * 1024;
+
+/// The outbound proxy.
+pub struct Outbound {
+    shared: Shared,
+    rng: SystemRandom,
+}
+
+impl Outbound {
+    /// A proxy reading its config from `shared`.
+    pub fn new(shared: Shared) -> Self {
+        Outbound { shared, rng: SystemRandom::new() }
+    }
+}
+
+/// What `request_filter` decided for a request.
+pub struct Plan {
+    snap: Arc<Snapshot>,
+    caller: String,
+    service: String,
+    seal: Seal,
+    pool: Arc<Pool>,
+    deadline_ms: Option<u64>,
+    length: Option<u64>,
+    content_type: String,
+    max_body: u64,
+    max_response_body: u64,
+}
+
+/// How the response body is handled.
+// One per request, inline in the context: boxing the opener would only add
+// an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Default)]
+enum Reply {
+    /// No response yet.
+    #[default]
+    Pending,
+    /// A sealed body: open it.
+    Open(Opener),
+    /// No body by HTTP's rules.
+    Bodyless,
+    /// The inbound proxy refused the request; its body is replaced by ours.
+    Refused(Bytes),
+}
+
+/// Per-request state.
+pub struct Ctx {
+    started: Instant,
+    plan: Option<Plan>,
+    attempts: Attempts,
+    /// Plaintext read up front (compressed small bodies).
+    small_body: Option<Bytes>,
+    /// The current attempt's whole sealed body, when sealed up front.
+    presealed: Option<Bytes>,
+    sealer: Option<Sealer>,
+    body_in: u64,
+    sent_nonce: Option<Nonce>,
+    reply: Reply,
+    error: Option<ProxyError>,
+}
+
+#[async_trait]
+impl ProxyHttp for Outbound {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            plan: None,
+            attempts: Attempts::default(),
+            small_body: None,
+            presealed: None,
+            sealer: None,
+            body_in: 0,
+            sent_nonce: None,
+            reply: Reply::Pending,
+            error: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let result = match self.plan(session) {
+            Ok(plan) => read_small_body(session, &plan).await.map(|small| (plan, small)),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((plan, small)) => {
+                ctx.plan = Some(plan);
+                ctx.small_body = small;
+                Ok(false)
+            }
+            Err(e) => {
+                error::respond(session, Role::Outbound, &e).await?;
+                ctx.error = Some(e);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let plan = ctx.plan.as_ref().ok_or_else(|| to_pingora(&ProxyError::Internal))?;
+        ctx.attempts.next_peer(&plan.pool, plan.deadline_ms).map_err(|e| {
+            let pe = to_pingora(&e);
+            ctx.error = Some(e);
+            pe
+        })
+    }
+
+    fn fail_to_connect(&self, _s: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, e: Box<Error>) -> Box<Error> {
+        let pool_len = ctx.plan.as_ref().map_or(0, |p| p.pool.len());
+        ctx.attempts.connect_failed(pool_len, e)
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        self.seal_request(session, up, ctx).map_err(|e| {
+            let pe = to_pingora(&e);
+            ctx.error = Some(e);
+            pe
+        })
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(sealed) = &ctx.presealed {
+            // The body was sealed whole; Pingora replays the plaintext it buffered.
+            *body = Some(if end_of_stream { sealed.clone() } else { Bytes::new() });
+            return Ok(());
+        }
+        let (Some(sealer), Some(plan)) = (ctx.sealer.as_mut(), ctx.plan.as_ref()) else { return Ok(()) };
+        let mut out = BytesMut::new();
+        let result = (|| {
+            if let Some(chunk) = body.take() {
+                ctx.body_in += chunk.len() as u64;
+                if ctx.body_in > plan.max_body {
+                    return Err(ProxyError::BodyTooLarge);
+                }
+                sealer.seal(&chunk, &mut out).map_err(ProxyError::Request)?;
+            }
+            if end_of_stream {
+                sealer.finish(&mut out).map_err(ProxyError::Request)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let pe = to_pingora(&e);
+            ctx.error = Some(e);
+            return Err(pe);
+        }
+        if !out.is_empty() && log::log_enabled!(target: WIRE, log::Level::Debug) {
+            log::debug!(target: WIRE, "sealed request body: {} bytes: {}", out.len(), hex_prefix(&out));
+        }
+        // An empty final chunk is no chunk at all: the upstream body may
+        // already be complete (a request signed as empty has no records).
+        *body = if out.is_empty() && end_of_stream { None } else { Some(out.freeze()) };
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        self.open_response(session, resp, ctx).map_err(|e| {
+            let pe = to_pingora(&e);
+            ctx.error = Some(e);
+            pe
+        })
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        match &mut ctx.reply {
+            Reply::Open(opener) => {
+                let mut out = BytesMut::new();
+                let mut result = body.take().map_or(Ok(()), |chunk| opener.open(&chunk, &mut out));
+                if result.is_ok() && end_of_stream {
+                    result = opener.finish();
+                }
+                if let Err(e) = result {
+                    // Headers are already out: abort the stream rather than deliver
+                    // an unauthenticated or incomplete body.
+                    let e = ProxyError::Response(e);
+                    log::warn!(target: "fastproxy::outbound", "aborting response: {}", e.message());
+                    let pe = to_pingora(&e);
+                    ctx.error = Some(e);
+                    return Err(pe);
+                }
+                *body = Some(out.freeze());
+            }
+            Reply::Refused(json) => *body = end_of_stream.then(|| json.clone()),
+            Reply::Pending | Reply::Bodyless => {}
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let deadline = ctx.plan.as_ref().and_then(|p| p.deadline_ms);
+        let err = super::classify(ctx.error.as_ref(), e, deadline);
+        if ctx.error.is_none() {
+            ctx.error = err.clone();
+        }
+        super::fail_to_proxy(session, Role::Outbound, err).await
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let (caller, service) = ctx.plan.as_ref().map_or(("", ""), |p| (p.caller.as_str(), p.service.as_str()));
+        super::access_log(Role::Outbound, session, caller, service, ctx.started, &ctx.attempts, ctx.error.as_ref());
+    }
+}
+
+impl Outbound {
+    /// Routes the request and decides how to seal it. Nothing is sent yet.
+    fn plan(&self, session: &mut Session) -> Result<Plan, ProxyError> {
+        let snap = self.shared.load_full();
+        let body_empty = session.is_body_empty();
+        let out = snap.config.outbound.as_ref().ok_or(ProxyError::Internal)?;
+        let req = session.req_header();
+        if req.headers.contains_key("upgrade") {
+            return Err(ProxyError::BadRequest("protocol upgrades are not supported"));
+        }
+        let path = req.uri.path();
+        let (service, _) = h::split_target(path)?;
+        h::check_path(path)?;
+        let route = out.routes.get(service).ok_or(ProxyError::UnknownService)?;
+        let pool = snap.pools.get(&route.upstream).ok_or(ProxyError::Internal)?.clone();
+        let caller = match &out.caller {
+            Some(fixed) => fixed.clone(),
+            None => h::header_str(&req.headers, &out.caller_header).ok_or(ProxyError::MissingCaller)?.to_owned(),
+        };
+        let seal = out.callers.get(&caller).ok_or(ProxyError::UnknownCaller)?.clone();
+        let deadline_ms = match h::header_str(&req.headers, &out.timeout_header) {
+            Some(t) => {
+                let ms: u64 = t.trim().parse().map_err(|_| ProxyError::BadRequest("invalid timeout header"))?;
+                Some(now_ms().saturating_add(ms))
+            }
+            None => route.timeout.map(|d| now_ms().saturating_add(d.as_millis() as u64)),
+        };
+        let length = if body_empty { Some(0) } else { h::content_length(&req.headers) };
+        if length.is_some_and(|n| n > out.max_body) {
+            return Err(ProxyError::BodyTooLarge);
+        }
+        let content_type = match h::header_str(&req.headers, "content-type") {
+            None => String::new(),
+            Some(ct) if ct.len() <= filters::envelope::MAX_CONTENT_TYPE_LEN => ct.to_owned(),
+            Some(_) => return Err(ProxyError::BadRequest("content-type too long")),
+        };
+        Ok(Plan {
+            caller,
+            service: service.to_owned(),
+            seal,
+            pool,
+            deadline_ms,
+            length,
+            content_type,
+            max_body: out.max_body,
+            max_response_body: out.max_response_body,
+            snap: snap.clone(),
+        })
+    }
+
+    /// Signs this attempt's envelope (fresh nonce), writes the protocol
+    /// headers and the body framing, and prepares the sealer.
+    fn seal_request(&self, session: &Session, up: &mut RequestHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
+        let plan = ctx.plan.as_ref().ok_or(ProxyError::Internal)?;
+        let out = plan.snap.config.outbound.as_ref().ok_or(ProxyError::Internal)?;
+        let mut remove = h::fp_header_names(&up.headers);
+        remove.extend(
+            [out.caller_header.as_str(), out.timeout_header.as_str(), "content-length", "content-type"]
+                .iter()
+                .filter_map(|n| ::http::HeaderName::from_bytes(n.as_bytes()).ok()),
+        );
+        for name in remove {
+            up.remove_header(&name);
+        }
+        strip_hop_by_hop(up);
+
+        let nonce = Nonce::random(&self.rng).map_err(|_| ProxyError::Internal)?;
+        let req = session.req_header();
+        let (_, below) = h::split_target(req.uri.path())?;
+        let protection = match &plan.seal.aead {
+            Some((key, alg)) => Protection::Encrypt { alg: *alg, key },
+            None => Protection::SignOnly,
+        };
+        let env = Envelope {
+            target: Target::Request { method: req.method.as_str(), path: below, query: req.uri.query().unwrap_or("") },
+            service: &plan.service,
+            caller: &plan.caller,
+            content_type: &plan.content_type,
+            codec: plan.seal.codec,
+            protection,
+            sign_key: &plan.seal.sign_key,
+            timestamp_ms: now_ms(),
+            nonce,
+            length: plan.length,
+            deadline_ms: plan.deadline_ms,
+        };
+        let (sig, mut sealer) = plan.snap.config.keys.seal(&env, plan.seal.compress).map_err(ProxyError::Request)?;
+        let mut failed = false;
+        env.write_headers(&sig, |k, v| failed |= up.insert_header(k, v).is_err());
+        if failed {
+            return Err(ProxyError::Internal);
+        }
+        if log::log_enabled!(target: WIRE, log::Level::Debug) {
+            let mut line = format!("sealed request: {} {}", req.method, req.uri);
+            env.write_headers(&sig, |k, v| line.push_str(&format!("\n  {k}: {v}")));
+            log::debug!(target: WIRE, "{line}");
+        }
+
+        ctx.body_in = 0;
+        ctx.sent_nonce = Some(nonce);
+        ctx.presealed = None;
+        ctx.sealer = None;
+        let framing = |up: &mut RequestHeader, len: Option<u64>| -> Result<(), ProxyError> {
+            let r = match len {
+                Some(0) => Ok(()),
+                Some(n) => up.insert_header("content-length", n.to_string()),
+                None => up.insert_header("transfer-encoding", "chunked"),
+            };
+            r.map_err(|_| ProxyError::Internal)?;
+            if len != Some(0) {
+                up.insert_header("content-type", h::SEALED_CONTENT_TYPE).map_err(|_| ProxyError::Internal)?;
+            }
+            Ok(())
+        };
+        if let Some(plain) = &ctx.small_body {
+            let mut sealed = BytesMut::with_capacity(plain.len() + filters::record::RECORD_OVERHEAD);
+            sealer.seal(plain, &mut sealed).map_err(ProxyError::Request)?;
+            sealer.finish(&mut sealed).map_err(ProxyError::Request)?;
+            framing(up, Some(sealed.len() as u64))?;
+            log::debug!(target: WIRE, "sealed request body: {} bytes: {}", sealed.len(), hex_prefix(&sealed));
+            ctx.presealed = Some(sealed.freeze());
+        } else {
+            let exact = match (plan.length, plan.seal.codec) {
+                (Some(n), filters::Codec::None) => Some(filters::sealed_len(n)),
+                (Some(0), _) => Some(0),
+                _ => None,
+            };
+            framing(up, exact)?;
+            ctx.sealer = Some(sealer);
+        }
+        Ok(())
+    }
+
+    /// Verifies the inbound proxy's response and restores the callee's headers.
+    fn open_response(&self, session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
+        let plan = ctx.plan.as_ref().ok_or(ProxyError::Internal)?;
+        let nonce = ctx.sent_nonce.ok_or(ProxyError::Internal)?;
+        let status = resp.status.as_u16();
+        if !resp.headers.contains_key(header::SIGNATURE) {
+            return refused(resp, ctx);
+        }
+        let protection = match &plan.seal.aead {
+            Some((key, alg)) => Protection::Encrypt { alg: *alg, key },
+            None => Protection::SignOnly,
+        };
+        let request = Envelope {
+            target: Target::Request { method: "", path: "", query: "" },
+            service: &plan.service,
+            caller: &plan.caller,
+            content_type: "",
+            codec: plan.seal.codec,
+            protection,
+            sign_key: &plan.seal.sign_key,
+            timestamp_ms: 0,
+            nonce,
+            length: None,
+            deadline_ms: None,
+        };
+        let get = |n: &str| h::header_str(&resp.headers, n);
+        let (env, sig) = Envelope::parse_response(get, status, &request).map_err(ProxyError::Response)?;
+        let verified = plan.snap.config.keys.verify(&env, &sig).map_err(ProxyError::Response)?;
+        let (length, content_type) = (env.length, env.content_type.to_owned());
+        let method = &session.req_header().method;
+        let bodyless = h::bodyless_response(method, status);
+        ctx.reply = if bodyless {
+            Reply::Bodyless
+        } else {
+            Reply::Open(verified.opener(Limits { max_body: plan.max_response_body }))
+        };
+
+        for name in h::fp_header_names(&resp.headers) {
+            resp.remove_header(&name);
+        }
+        strip_response_hop_by_hop(resp);
+        resp.remove_header("content-length");
+        resp.remove_header("content-type");
+        let mut r = Ok(());
+        if !content_type.is_empty() {
+            r = r.and(resp.insert_header("content-type", content_type));
+        }
+        match (bodyless, length) {
+            (true, Some(n)) if *method == pingora::http::Method::HEAD => {
+                r = r.and(resp.insert_header("content-length", n.to_string()))
+            }
+            (true, _) => {}
+            (false, Some(n)) => r = r.and(resp.insert_header("content-length", n.to_string())),
+            (false, None) => r = r.and(resp.insert_header("transfer-encoding", "chunked")),
+        }
+        r.map_err(|_| ProxyError::Internal)
+    }
+}
+
+/// An unsealed response is accepted only as an inbound proxy's refusal (an
+/// error status naming its source). Its body is not trusted: the app gets our
+/// own JSON error with the same status and code.
+fn refused(resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
+    let status = resp.status.as_u16();
+    if status < 400 || h::header_str(&resp.headers, ERROR_SOURCE) != Some("inbound") {
+        return Err(ProxyError::UnsealedResponse);
+    }
+    let code = h::header_str(&resp.headers, ERROR_CODE)
+        .filter(|c| !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        .unwrap_or("inbound_error")
+        .to_owned();
+    let retry_after = h::header_str(&resp.headers, "retry-after")
+        .filter(|v| !v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit()))
+        .map(str::to_owned);
+    let body = Bytes::from(
+        serde_json::json!({ "error": { "code": code, "message": "the callee's inbound proxy refused the request" } })
+            .to_string(),
+    );
+    let names: Vec<_> = resp.headers.keys().cloned().collect();
+    for name in names {
+        resp.remove_header(&name);
+    }
+    let mut r = resp.insert_header("content-type", "application/json");
+    r = r.and(resp.insert_header("content-length", body.len().to_string()));
+    r = r.and(resp.insert_header(ERROR_SOURCE, "inbound"));
+    r = r.and(resp.insert_header(ERROR_CODE, code));
+    if let Some(ra) = retry_after {
+        r = r.and(resp.insert_header("retry-after", ra));
+    }
+    r.map_err(|_| ProxyError::Internal)?;
+    ctx.reply = Reply::Refused(body);
+    Ok(())
+}
+
+/// Removes hop-by-hop headers from a request through its case-preserving API.
+pub(crate) fn strip_hop_by_hop(req: &mut RequestHeader) {
+    for name in h::hop_by_hop_names(&req.headers) {
+        req.remove_header(&name);
+    }
+}
+
+/// Removes hop-by-hop headers from a response through its case-preserving API.
+pub(crate) fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
+    for name in h::hop_by_hop_names(&resp.headers) {
+        resp.remove_header(&name);
+    }
+}
+
+/// Reads a small compressed body whole (see [`PRESEAL_MAX`]).
+async fn read_small_body(session: &mut Session, plan: &Plan) -> Result<Option<Bytes>, ProxyError> {
+    let Some(len) = plan.length.filter(|n| *n > 0 && *n <= PRESEAL_MAX) else { return Ok(None) };
+    if plan.seal.codec == filters::Codec::None {
+        return Ok(None);
+    }
+    session.as_mut().enable_retry_buffering();
+    let mut buf = BytesMut::with_capacity(len as usize);
+    while let Some(chunk) =
+        session.read_request_body().await.map_err(|_| ProxyError::BadRequest("request body read failed"))?
+    {
+        buf.extend_from_slice(&chunk);
+        if buf.len() as u64 > len {
+            return Err(ProxyError::BadRequest("request body longer than its Content-Length"));
+        }
+    }
+    Ok(Some(buf.freeze()))
+}

@@ -1,0 +1,110 @@
+//! A plain HTTP/1.1 client (one connection per request) that says exactly what
+//! it sends and records exactly what comes back.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use super::wire::{self, Digest, Head};
+
+pub enum Body {
+    None,
+    /// Sent with Content-Length.
+    Bytes(Vec<u8>),
+    /// Sent chunked, in these pieces.
+    Chunked(Vec<Vec<u8>>),
+    /// `len` pattern bytes, streamed with Content-Length.
+    Pattern(u64),
+}
+
+pub struct Request {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Body,
+}
+
+impl Request {
+    pub fn new(method: &str, target: &str) -> Self {
+        Request { method: method.into(), target: target.into(), headers: Vec::new(), body: Body::None }
+    }
+    pub fn header(mut self, k: &str, v: &str) -> Self {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+    pub fn body(mut self, b: Body) -> Self {
+        self.body = b;
+        self
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub head: Head,
+    /// The body, up to 16 MiB.
+    pub body: Vec<u8>,
+    pub body_len: u64,
+    pub body_sha: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.get(name)
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn send(addr: SocketAddr, req: Request) -> std::io::Result<Response> {
+    let conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+    conn.set_nodelay(true)?;
+    let mut w = BufWriter::new(conn.try_clone()?);
+    let mut head = format!("{} {} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n", req.method, req.target);
+    for (k, v) in &req.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    match &req.body {
+        Body::None => {}
+        Body::Bytes(b) => head.push_str(&format!("content-length: {}\r\n", b.len())),
+        Body::Chunked(_) => head.push_str("transfer-encoding: chunked\r\n"),
+        Body::Pattern(n) => head.push_str(&format!("content-length: {n}\r\n")),
+    }
+    head.push_str("\r\n");
+    w.write_all(head.as_bytes())?;
+    match &req.body {
+        Body::None => {}
+        Body::Bytes(b) => w.write_all(b)?,
+        Body::Chunked(pieces) => {
+            for p in pieces {
+                wire::write_chunk(&mut w, p)?;
+            }
+            w.write_all(b"0\r\n\r\n")?;
+        }
+        Body::Pattern(n) => {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut sent = 0u64;
+            while sent < *n {
+                let take = ((*n - sent) as usize).min(buf.len());
+                wire::fill_pattern(&mut buf[..take], sent);
+                w.write_all(&buf[..take])?;
+                sent += take as u64;
+            }
+        }
+    }
+    w.flush()?;
+    let mut r = BufReader::new(conn);
+    let head = wire::read_head(&mut r)?.ok_or_else(|| std::io::Error::other("no response"))?;
+    let framing = wire::response_framing(&head, &req.method);
+    let (mut body, mut len, mut digest) = (Vec::new(), 0u64, Digest::new());
+    wire::read_body(&mut r, framing, &mut |b| {
+        len += b.len() as u64;
+        digest.update(b);
+        if body.len() < 16 << 20 {
+            body.extend_from_slice(b);
+        }
+    })?;
+    Ok(Response { status: head.status(), head, body, body_len: len, body_sha: digest.hex() })
+}

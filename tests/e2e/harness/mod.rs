@@ -1,0 +1,13 @@
+//! The end-to-end harness: a real callee, a raw client, a recording relay, and
+//! the real fastproxy binary, all on 127.0.0.1 with ports from the OS.
+#![allow(dead_code)]
+
+pub mod client;
+// Process and deployment helpers need the test binary's path (cargo test only).
+#[cfg(test)]
+pub mod config;
+#[cfg(test)]
+pub mod proxy;
+pub mod relay;
+pub mod upstream;
+pub mod wire;

@@ -1,0 +1,144 @@
+//! A recording relay for the link between the two proxies: it forwards each
+//! request and response, keeps a copy of every byte that crossed, and can
+//! tamper with the next message or delay it.
+
+use std::collections::VecDeque;
+use std::io::{BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::wire::{self, Framing, Head};
+
+/// One change to apply to the next request (or its response).
+#[derive(Debug, Clone)]
+pub enum Tamper {
+    /// XOR a body byte of the request at this offset.
+    FlipRequestBody(usize),
+    /// Replace the request target.
+    SetTarget(String),
+    /// Set a request header.
+    SetHeader(String, String),
+    /// Hold the request this long before forwarding it.
+    Delay(Duration),
+    /// XOR a body byte of the response at this offset.
+    FlipResponseBody(usize),
+    /// Set a response header.
+    SetResponseHeader(String, String),
+}
+
+/// Everything that crossed for one request.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// The request as the outbound proxy sent it.
+    pub request: Vec<u8>,
+    /// The response as the inbound proxy sent it.
+    pub response: Vec<u8>,
+}
+
+#[derive(Default)]
+struct State {
+    log: Mutex<Vec<Exchange>>,
+    tamper: Mutex<VecDeque<Tamper>>,
+}
+
+pub struct Relay {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+}
+
+impl Relay {
+    pub fn start(listener: TcpListener, target: SocketAddr) -> Self {
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(State::default());
+        let s = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let _ = relay(conn, target, &s);
+                });
+            }
+        });
+        Relay { addr, state }
+    }
+
+    /// Applies `t` to the next request that crosses.
+    pub fn tamper_next(&self, t: Tamper) {
+        self.state.tamper.lock().unwrap().push_back(t);
+    }
+
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.state.log.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Exchange {
+        self.exchanges().pop().expect("something crossed the relay")
+    }
+}
+
+/// Reads one message (head + body as received) from `r`.
+fn read_message(
+    r: &mut BufReader<TcpStream>,
+    framing_of: impl Fn(&Head) -> Framing,
+) -> std::io::Result<Option<(Head, Vec<u8>)>> {
+    let Some(head) = wire::read_head(r)? else { return Ok(None) };
+    let mut body = Vec::new();
+    wire::read_body(r, framing_of(&head), &mut |b| body.extend_from_slice(b))?;
+    Ok(Some((head, body)))
+}
+
+/// Serialises a message, keeping its framing kind (length or chunked).
+fn encode(head: &Head, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    head.write_to(&mut out);
+    if head.get("transfer-encoding").is_some() {
+        let _ = wire::write_chunk(&mut out, body);
+        out.extend_from_slice(b"0\r\n\r\n");
+    } else {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+fn relay(client: TcpStream, target: SocketAddr, state: &State) -> std::io::Result<()> {
+    let upstream = TcpStream::connect(target)?;
+    let mut from_client = BufReader::new(client.try_clone()?);
+    let mut to_client = client;
+    let mut from_upstream = BufReader::new(upstream.try_clone()?);
+    let mut to_upstream = upstream;
+    while let Some((mut head, mut body)) = read_message(&mut from_client, wire::request_framing)? {
+        let tamper = state.tamper.lock().unwrap().pop_front();
+        match &tamper {
+            Some(Tamper::FlipRequestBody(i)) if *i < body.len() => body[*i] ^= 0x01,
+            Some(Tamper::SetTarget(t)) => {
+                let (method, _) = head.request_parts();
+                head.line = format!("{method} {t} HTTP/1.1");
+            }
+            Some(Tamper::SetHeader(k, v)) => head.set(k, v),
+            Some(Tamper::Delay(d)) => std::thread::sleep(*d),
+            _ => {}
+        }
+        let (method, _) = head.request_parts();
+        let request = encode(&head, &body);
+        to_upstream.write_all(&request)?;
+        let Some((mut rhead, mut rbody)) = read_message(&mut from_upstream, |h| wire::response_framing(h, &method))?
+        else {
+            break;
+        };
+        match &tamper {
+            Some(Tamper::FlipResponseBody(i)) if *i < rbody.len() => rbody[*i] ^= 0x01,
+            Some(Tamper::SetResponseHeader(k, v)) => rhead.set(k, v),
+            _ => {}
+        }
+        let response = encode(&rhead, &rbody);
+        state.log.lock().unwrap().push(Exchange { request: request.clone(), response: response.clone() });
+        to_client.write_all(&response)?;
+    }
+    Ok(())
+}
+
+/// True when `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real fastproxy binary (both roles), a real callee and
+//! a raw client, all on 127.0.0.1; assertions are on what crossed the wire.
+
+mod harness;
+
+mod policy_and_errors;
+mod roundtrip;
+mod streaming;
+mod wire_security;
