@@ -132,11 +132,7 @@ impl ProxyHttp for Inbound {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let acc = ctx.accepted.as_ref().ok_or_else(|| to_pingora(&ProxyError::Internal))?;
-        ctx.attempts.next_peer(&acc.pool, acc.deadline_ms).map_err(|e| {
-            let pe = to_pingora(&e);
-            ctx.error = Some(e);
-            pe
-        })
+        ctx.attempts.next_peer(&acc.pool, acc.deadline_ms).map_err(|e| super::fail(&mut ctx.error, e))
     }
 
     fn fail_to_connect(&self, _s: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, e: Box<Error>) -> Box<Error> {
@@ -170,11 +166,7 @@ impl ProxyHttp for Inbound {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        restore_request(session, up, ctx).map_err(|e| {
-            let pe = to_pingora(&e);
-            ctx.error = Some(e);
-            pe
-        })
+        restore_request(session, up, ctx).map_err(|e| super::fail(&mut ctx.error, e))
     }
 
     async fn request_body_filter(
@@ -189,9 +181,7 @@ impl ProxyHttp for Inbound {
             Body::Empty => {
                 if body.as_ref().is_some_and(|b| !b.is_empty()) {
                     let e = ProxyError::Request(filters::Error::CorruptRecord);
-                    let pe = to_pingora(&e);
-                    ctx.error = Some(e);
-                    return Err(pe);
+                    return Err(super::fail(&mut ctx.error, e));
                 }
             }
             Body::Streaming(opener) => {
@@ -206,9 +196,7 @@ impl ProxyHttp for Inbound {
                     // unauthenticated byte, nor a complete-looking body.
                     log::warn!(target: "fastproxy::inbound", "aborting request body: {e}");
                     let e = ProxyError::Request(e);
-                    let pe = to_pingora(&e);
-                    ctx.error = Some(e);
-                    return Err(pe);
+                    return Err(super::fail(&mut ctx.error, e));
                 }
                 *body = if out.is_empty() && end_of_stream { None } else { Some(out.freeze()) };
             }
@@ -222,11 +210,7 @@ impl ProxyHttp for Inbound {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        self.seal_response(session, resp, ctx).map_err(|e| {
-            let pe = to_pingora(&e);
-            ctx.error = Some(e);
-            pe
-        })
+        self.seal_response(session, resp, ctx).map_err(|e| super::fail(&mut ctx.error, e))
     }
 
     fn response_body_filter(
@@ -251,9 +235,7 @@ impl ProxyHttp for Inbound {
         if let Err(e) = result {
             log::warn!(target: "fastproxy::inbound", "aborting response: {e}");
             let e = ProxyError::UpstreamFailed;
-            let pe = to_pingora(&e);
-            ctx.error = Some(e);
-            return Err(pe);
+            return Err(super::fail(&mut ctx.error, e));
         }
         if !out.is_empty() && log::log_enabled!(target: WIRE, log::Level::Debug) {
             log::debug!(target: WIRE, "sealed response body: {} bytes: {}", out.len(), hex_prefix(&out));

@@ -54,6 +54,14 @@ impl Attempts {
     }
 }
 
+/// Remembers `e` for `fail_to_proxy` and the access log, and returns the
+/// Pingora error a hook must return.
+pub fn fail(slot: &mut Option<ProxyError>, e: ProxyError) -> Box<Error> {
+    let pe = error::to_pingora(&e);
+    *slot = Some(e);
+    pe
+}
+
 /// Maps a Pingora failure to the error the caller sees. `decided` is the
 /// error a hook already chose, if any.
 pub fn classify(decided: Option<&ProxyError>, e: &Error, deadline_ms: Option<u64>) -> Option<ProxyError> {

@@ -144,11 +144,7 @@ impl ProxyHttp for Outbound {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let plan = ctx.plan.as_ref().ok_or_else(|| to_pingora(&ProxyError::Internal))?;
-        ctx.attempts.next_peer(&plan.pool, plan.deadline_ms).map_err(|e| {
-            let pe = to_pingora(&e);
-            ctx.error = Some(e);
-            pe
-        })
+        ctx.attempts.next_peer(&plan.pool, plan.deadline_ms).map_err(|e| super::fail(&mut ctx.error, e))
     }
 
     fn fail_to_connect(&self, _s: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, e: Box<Error>) -> Box<Error> {
@@ -162,11 +158,7 @@ impl ProxyHttp for Outbound {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        self.seal_request(session, up, ctx).map_err(|e| {
-            let pe = to_pingora(&e);
-            ctx.error = Some(e);
-            pe
-        })
+        self.seal_request(session, up, ctx).map_err(|e| super::fail(&mut ctx.error, e))
     }
 
     async fn request_body_filter(
@@ -197,9 +189,7 @@ impl ProxyHttp for Outbound {
             Ok(())
         })();
         if let Err(e) = result {
-            let pe = to_pingora(&e);
-            ctx.error = Some(e);
-            return Err(pe);
+            return Err(super::fail(&mut ctx.error, e));
         }
         if !out.is_empty() && log::log_enabled!(target: WIRE, log::Level::Debug) {
             log::debug!(target: WIRE, "sealed request body: {} bytes: {}", out.len(), hex_prefix(&out));
@@ -216,11 +206,7 @@ impl ProxyHttp for Outbound {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        self.open_response(session, resp, ctx).map_err(|e| {
-            let pe = to_pingora(&e);
-            ctx.error = Some(e);
-            pe
-        })
+        self.open_response(session, resp, ctx).map_err(|e| super::fail(&mut ctx.error, e))
     }
 
     fn response_body_filter(
@@ -242,9 +228,7 @@ impl ProxyHttp for Outbound {
                     // an unauthenticated or incomplete body.
                     let e = ProxyError::Response(e);
                     log::warn!(target: "fastproxy::outbound", "aborting response: {}", e.message());
-                    let pe = to_pingora(&e);
-                    ctx.error = Some(e);
-                    return Err(pe);
+                    return Err(super::fail(&mut ctx.error, e));
                 }
                 *body = Some(out.freeze());
             }
