@@ -14,7 +14,7 @@ target/debug/examples/demo_callee 127.0.0.1:8101 2>/dev/null &
 callee=$!
 RUST_LOG=info,fastproxy::wire=debug target/debug/fastproxy -c conf/pingora.yaml -f conf/fastproxy.yaml 2>"$log" &
 proxy=$!
-trap 'kill $proxy $callee 2>/dev/null; wait $proxy $callee 2>/dev/null; rm -f "$log"' EXIT
+trap 'kill $proxy $callee 2>/dev/null; wait $proxy $callee 2>/dev/null || true; rm -f "$log"' EXIT
 
 for _ in $(seq 1 100); do
     (echo >/dev/tcp/127.0.0.1/8034) 2>/dev/null && (echo >/dev/tcp/127.0.0.1/8101) 2>/dev/null && break
