@@ -58,6 +58,8 @@ pub enum ProxyError {
     DeadlineExceeded,
     /// The pool has no backend to try.
     NoHealthyUpstream,
+    /// The pool is at its in-flight limit.
+    PoolOverloaded,
     /// Connecting to or talking with the upstream failed.
     UpstreamFailed,
     /// The upstream did not answer in time.
@@ -94,7 +96,7 @@ impl ProxyError {
             ProxyError::Denied(_) => 403,
             ProxyError::BodyTooLarge => 413,
             ProxyError::DeadlineExceeded | ProxyError::UpstreamTimeout => 504,
-            ProxyError::NoHealthyUpstream => 503,
+            ProxyError::NoHealthyUpstream | ProxyError::PoolOverloaded => 503,
             ProxyError::Internal => 500,
         }
     }
@@ -116,6 +118,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge => "body_too_large",
             ProxyError::DeadlineExceeded => "deadline_exceeded",
             ProxyError::NoHealthyUpstream => "no_healthy_upstream",
+            ProxyError::PoolOverloaded => "pool_overloaded",
             ProxyError::UpstreamFailed => "upstream_failed",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UnsealedResponse => "unsealed_response",
@@ -141,6 +144,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge => Cow::Borrowed("body exceeds the size limit"),
             ProxyError::DeadlineExceeded => Cow::Borrowed("the caller's deadline passed"),
             ProxyError::NoHealthyUpstream => Cow::Borrowed("no upstream backend available"),
+            ProxyError::PoolOverloaded => Cow::Borrowed("too many requests in flight to this upstream"),
             ProxyError::UpstreamFailed => Cow::Borrowed("upstream connection failed"),
             ProxyError::UpstreamTimeout => Cow::Borrowed("upstream did not answer in time"),
             ProxyError::UnsealedResponse => Cow::Borrowed("the inbound proxy sent an unsealed response"),

@@ -122,6 +122,7 @@ fn run(cli: Cli) -> Result<(), String> {
         server.add_service(svc);
         log::info!("inbound role listening on {:?}", inb.listen);
     }
+    server.add_services(snap.pools.background_services());
     drop(snap);
     server.run_forever()
 }

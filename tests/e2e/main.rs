@@ -4,6 +4,7 @@
 mod harness;
 
 mod policy_and_errors;
+mod pools;
 mod roundtrip;
 mod streaming;
 mod wire_security;

@@ -134,7 +134,7 @@ fn routing_and_upstream_failures() {
 #[test]
 fn a_callee_that_is_down_gets_502() {
     let dead = proxy::addr(proxy::free_port());
-    let pair = Pair::start(Options { callee: Some(dead), ..Options::default() });
+    let pair = Pair::start(Options { dead_callees: Some(vec![dead]), ..Options::default() });
     let resp = get(&pair, &caller("aes", "none"), "/token_service/x");
     assert!(resp.status == 502 || resp.status == 503, "{} {}", resp.status, resp.text());
     assert_eq!(resp.header("x-fp-error-source"), Some("inbound"));

@@ -91,8 +91,18 @@ pub struct Inbound {
 /// One upstream pool's settings.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// Backend addresses.
-    pub backends: Vec<SocketAddr>,
+    /// Backend addresses and weights.
+    pub backends: Vec<(SocketAddr, u32)>,
+    /// How a backend is chosen.
+    pub selection: Selection,
+    /// Active health checks, when configured.
+    pub health: Option<Health>,
+    /// Retry limits.
+    pub retry: RetryPolicy,
+    /// Passive ejection, unless disabled.
+    pub outlier: Option<OutlierPolicy>,
+    /// Most requests in flight at once.
+    pub max_inflight: Option<usize>,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
     /// Per-read timeout.
@@ -101,6 +111,85 @@ pub struct Upstream {
     pub write_timeout: Duration,
     /// Idle pooled connection lifetime.
     pub idle_timeout: Duration,
+    /// Longest a request may take through the pool, retries included.
+    pub total_timeout: Option<Duration>,
+}
+
+/// Backend selection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Weighted round robin.
+    RoundRobin,
+    /// Weighted random.
+    Random,
+    /// Ketama consistent hashing on a request key.
+    Consistent(HashKey),
+}
+
+/// What consistent hashing keys on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The caller's name.
+    Caller,
+    /// A request header's value (lower-case name).
+    Header(String),
+}
+
+/// Active health check settings.
+#[derive(Debug, Clone)]
+pub struct Health {
+    /// TCP connect or HTTP request.
+    pub probe: Probe,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Probe timeout.
+    pub timeout: Duration,
+    /// Consecutive successes to mark up.
+    pub rise: usize,
+    /// Consecutive failures to mark down.
+    pub fall: usize,
+}
+
+/// What a health probe does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// Open a TCP connection.
+    Tcp,
+    /// `GET path` with `Host: host`, healthy on `status`.
+    Http {
+        /// Request path.
+        path: String,
+        /// Expected status.
+        status: u16,
+        /// Host header.
+        host: String,
+    },
+}
+
+/// Retry limits of a pool.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Most attempts per request, the first included.
+    pub attempts: u32,
+    /// Retries allowed as a share of requests in the window.
+    pub budget_ratio: f64,
+    /// Retries always allowed per window.
+    pub budget_min: u32,
+}
+
+/// Passive outlier ejection settings.
+#[derive(Debug, Clone)]
+pub struct OutlierPolicy {
+    /// Consecutive failures that eject.
+    pub consecutive_failures: u32,
+    /// First ejection time (doubles per repeat).
+    pub base_ejection: Duration,
+    /// Longest ejection.
+    pub max_ejection: Duration,
+    /// Most backends ejected at once, percent.
+    pub max_ejected_percent: u32,
+    /// Response statuses counted as failures.
+    pub statuses: Vec<u16>,
 }
 
 /// One problem in a config file, with the path of the field it concerns.

@@ -186,8 +186,21 @@ pub struct Allow {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// `ip:port` backends.
-    pub backends: Vec<String>,
+    /// Backends: `"ip:port"` or `{ addr: "ip:port", weight: 3 }`.
+    pub backends: Vec<BackendEntry>,
+    /// `round_robin` (default), `random`, or `consistent` (Ketama).
+    pub selection: Option<String>,
+    /// For `consistent`: `caller` (default) or `header:<name>`.
+    pub hash_key: Option<String>,
+    /// Active health checks; none means backends are assumed up (passive
+    /// ejection still applies).
+    pub health_check: Option<HealthCheck>,
+    /// Retry policy and budget.
+    pub retry: Option<Retry>,
+    /// Passive outlier ejection (on by default).
+    pub outlier: Option<Outlier>,
+    /// Most requests in flight to this pool at once (unlimited by default).
+    pub max_inflight: Option<usize>,
     /// TCP connect timeout (default 1s).
     pub connect_timeout: Option<Duration>,
     /// Longest wait for each read from the backend (default 30s).
@@ -196,6 +209,86 @@ pub struct Upstream {
     pub write_timeout: Option<Duration>,
     /// How long an idle pooled connection is kept (default 55s).
     pub idle_timeout: Option<Duration>,
+    /// Longest a request may take through this pool, retries included.
+    pub total_timeout: Option<Duration>,
+}
+
+/// One backend of a pool.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum BackendEntry {
+    /// `"ip:port"`, weight 1.
+    Addr(String),
+    /// `{ addr, weight }`.
+    Weighted(WeightedBackend),
+}
+
+/// `{ addr: "ip:port", weight: 3 }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedBackend {
+    /// `ip:port`.
+    pub addr: String,
+    /// Relative share of requests (default 1).
+    pub weight: Option<u32>,
+}
+
+/// `upstreams.<name>.health_check`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Probe with an HTTP request instead of a TCP connect.
+    pub http: Option<HttpCheck>,
+    /// Time between probes (default 1s).
+    pub interval: Option<Duration>,
+    /// Probe timeout (default 1s).
+    pub timeout: Option<Duration>,
+    /// Consecutive successes to mark a backend up (default 1).
+    pub rise: Option<usize>,
+    /// Consecutive failures to mark a backend down (default 1).
+    pub fall: Option<usize>,
+}
+
+/// `upstreams.<name>.health_check.http`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    /// Path to GET (default `/`).
+    pub path: Option<String>,
+    /// Status that means healthy (default 200).
+    pub expect_status: Option<u16>,
+    /// `Host` header (default `localhost`).
+    pub host: Option<String>,
+}
+
+/// `upstreams.<name>.retry`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Most attempts per request, the first included (default 3).
+    pub attempts: Option<u32>,
+    /// Retries allowed as a share of requests over the last 10 s (default 0.2).
+    pub budget_ratio: Option<f64>,
+    /// Retries always allowed per 10 s, whatever the ratio (default 10).
+    pub budget_min: Option<u32>,
+}
+
+/// `upstreams.<name>.outlier`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outlier {
+    /// Set false to disable passive ejection.
+    pub enabled: Option<bool>,
+    /// Consecutive failures that eject a backend (default 5).
+    pub consecutive_failures: Option<u32>,
+    /// First ejection time; doubles on each repeat (default 10s).
+    pub base_ejection: Option<Duration>,
+    /// Longest ejection (default 300s).
+    pub max_ejection: Option<Duration>,
+    /// Most backends ejected at once, percent of the pool (default 50).
+    pub max_ejected_percent: Option<u32>,
+    /// Response statuses that count as failures (default [502, 503, 504]).
+    pub statuses: Option<Vec<u16>>,
 }
 
 /// A duration written as `250ms`, `5s`, `2m`, `1h`.

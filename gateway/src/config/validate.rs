@@ -8,7 +8,10 @@ use std::time::Duration;
 use filters::{AeadKey, Algorithm, Codec, CompressOptions, KeyRing, SignKey};
 
 use super::schema::{self, File};
-use super::{secret, Config, Inbound, Outbound, Problem, Problems, Route, Seal, Upstream};
+use super::{
+    secret, Config, HashKey, Health, Inbound, Outbound, OutlierPolicy, Probe, Problem, Problems, RetryPolicy, Route,
+    Seal, Selection, Upstream,
+};
 use crate::policy::{CallerPolicy, Methods, PathMatch, RateLimiter, Rule};
 
 const MIB: u64 = 1 << 20;
@@ -113,23 +116,124 @@ fn upstreams(c: &mut Check, ups: &BTreeMap<String, schema::Upstream>) -> BTreeMa
     for (name, u) in ups {
         let path = format!("upstreams.{name}");
         c.name(&path, name, "upstream");
-        let backends = c.addrs(&format!("{path}.backends"), &u.backends);
-        let d = |v: Option<schema::Duration>, default: u64| v.map_or(Duration::from_millis(default), |d| d.0);
-        let up = Upstream {
-            backends,
-            connect_timeout: d(u.connect_timeout, 1_000),
-            read_timeout: d(u.read_timeout, 30_000),
-            write_timeout: d(u.write_timeout, 30_000),
-            idle_timeout: d(u.idle_timeout, 55_000),
-        };
-        for (field, v) in [("connect_timeout", up.connect_timeout), ("read_timeout", up.read_timeout)] {
-            if v.is_zero() {
-                c.fail(format!("{path}.{field}"), "must be greater than zero");
-            }
-        }
-        out.insert(name.clone(), up);
+        out.insert(name.clone(), upstream(c, &path, u));
     }
     out
+}
+
+fn upstream(c: &mut Check, path: &str, u: &schema::Upstream) -> Upstream {
+    let mut backends = Vec::new();
+    if u.backends.is_empty() {
+        c.fail(format!("{path}.backends"), "must list at least one ip:port address");
+    }
+    for (i, b) in u.backends.iter().enumerate() {
+        let (addr, weight) = match b {
+            schema::BackendEntry::Addr(a) => (a, 1),
+            schema::BackendEntry::Weighted(w) => (&w.addr, w.weight.unwrap_or(1)),
+        };
+        match addr.parse::<SocketAddr>() {
+            Ok(_) if weight == 0 || weight > 1000 => {
+                c.fail(format!("{path}.backends[{i}].weight"), "must be 1 to 1000 (remove the backend to drain it)")
+            }
+            Ok(a) if backends.iter().any(|(b, _)| *b == a) => {
+                c.fail(format!("{path}.backends[{i}]"), format!("{a} is listed twice"))
+            }
+            Ok(a) => backends.push((a, weight)),
+            Err(_) => c.fail(format!("{path}.backends[{i}]"), format!("{addr:?} is not an ip:port address")),
+        }
+    }
+    let selection = match (u.selection.as_deref().unwrap_or("round_robin"), u.hash_key.as_deref()) {
+        ("round_robin", None) => Selection::RoundRobin,
+        ("random", None) => Selection::Random,
+        ("consistent", key) => match key.unwrap_or("caller") {
+            "caller" => Selection::Consistent(HashKey::Caller),
+            k => match k.strip_prefix("header:") {
+                Some(h) if !h.is_empty() => Selection::Consistent(HashKey::Header(h.to_ascii_lowercase())),
+                _ => {
+                    c.fail(format!("{path}.hash_key"), "must be caller or header:<name>");
+                    Selection::RoundRobin
+                }
+            },
+        },
+        ("round_robin" | "random", Some(_)) => {
+            c.fail(format!("{path}.hash_key"), "only applies to selection: consistent");
+            Selection::RoundRobin
+        }
+        (other, _) => {
+            c.fail(format!("{path}.selection"), format!("{other:?} is not round_robin, random or consistent"));
+            Selection::RoundRobin
+        }
+    };
+    let d = |v: Option<schema::Duration>, default: u64| v.map_or(Duration::from_millis(default), |d| d.0);
+    let health = u.health_check.as_ref().map(|h| {
+        let probe = match &h.http {
+            None => Probe::Tcp,
+            Some(http) => {
+                let p = http.path.clone().unwrap_or_else(|| "/".to_owned());
+                if !p.starts_with('/') {
+                    c.fail(format!("{path}.health_check.http.path"), "must start with /");
+                }
+                Probe::Http {
+                    path: p,
+                    status: http.expect_status.unwrap_or(200),
+                    host: http.host.clone().unwrap_or_else(|| "localhost".to_owned()),
+                }
+            }
+        };
+        let health = Health {
+            probe,
+            interval: d(h.interval, 1_000),
+            timeout: d(h.timeout, 1_000),
+            rise: h.rise.unwrap_or(1),
+            fall: h.fall.unwrap_or(1),
+        };
+        if health.interval.is_zero() || health.timeout.is_zero() {
+            c.fail(format!("{path}.health_check"), "interval and timeout must be greater than zero");
+        }
+        if health.rise == 0 || health.fall == 0 {
+            c.fail(format!("{path}.health_check"), "rise and fall must be at least 1");
+        }
+        health
+    });
+    let r = u.retry.as_ref();
+    let retry = RetryPolicy {
+        attempts: r.and_then(|r| r.attempts).unwrap_or(3),
+        budget_ratio: r.and_then(|r| r.budget_ratio).unwrap_or(0.2),
+        budget_min: r.and_then(|r| r.budget_min).unwrap_or(10),
+    };
+    if retry.attempts == 0 || retry.attempts > 10 {
+        c.fail(format!("{path}.retry.attempts"), "must be 1 (no retries) to 10");
+    }
+    if !(0.0..=1.0).contains(&retry.budget_ratio) {
+        c.fail(format!("{path}.retry.budget_ratio"), "must be between 0 and 1");
+    }
+    let o = u.outlier.as_ref();
+    let outlier = (o.and_then(|o| o.enabled) != Some(false)).then(|| OutlierPolicy {
+        consecutive_failures: o.and_then(|o| o.consecutive_failures).unwrap_or(5).max(1),
+        base_ejection: d(o.and_then(|o| o.base_ejection), 10_000),
+        max_ejection: d(o.and_then(|o| o.max_ejection), 300_000),
+        max_ejected_percent: o.and_then(|o| o.max_ejected_percent).unwrap_or(50).min(100),
+        statuses: o.and_then(|o| o.statuses.clone()).unwrap_or_else(|| vec![502, 503, 504]),
+    });
+    let up = Upstream {
+        backends,
+        selection,
+        health,
+        retry,
+        outlier,
+        max_inflight: u.max_inflight,
+        connect_timeout: d(u.connect_timeout, 1_000),
+        read_timeout: d(u.read_timeout, 30_000),
+        write_timeout: d(u.write_timeout, 30_000),
+        idle_timeout: d(u.idle_timeout, 55_000),
+        total_timeout: u.total_timeout.map(|t| t.0),
+    };
+    for (field, v) in [("connect_timeout", up.connect_timeout), ("read_timeout", up.read_timeout)] {
+        if v.is_zero() {
+            c.fail(format!("{path}.{field}"), "must be greater than zero");
+        }
+    }
+    up
 }
 
 fn upstream_ref(c: &mut Check, path: &str, name: &str, ups: &BTreeMap<String, Upstream>) {
@@ -219,6 +323,9 @@ fn inbound(
     for (name, s) in &i.services {
         let path = format!("inbound.services.{name}");
         c.name(&path, name, "service");
+        if name.starts_with("_fastproxy") {
+            c.fail(&path, "names starting with _fastproxy are reserved for the proxy's own endpoints");
+        }
         upstream_ref(c, &format!("{path}.upstream"), &s.upstream, ups);
         services.insert(name.clone(), s.upstream.clone());
     }

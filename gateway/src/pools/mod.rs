@@ -1,55 +1,202 @@
-//! Upstream pools: a named set of backends and how to reach them.
+//! Upstream pools: weighted backends behind Pingora's load balancer, with
+//! active health checks, passive outlier ejection, a retry budget and an
+//! in-flight limit. Both roles use them: the outbound proxy for a callee's
+//! inbound proxies, the inbound proxy for the callee's instances.
 //!
-//! Selection is Pingora's load balancer (round robin over the backends); a
-//! backend that refused a connection is skipped for the rest of the request's
-//! attempts.
+//! - `select`: the algorithm (round robin, random, Ketama) over Pingora's LB;
+//! - `health`: TCP/HTTP probes, run by a Pingora background service;
+//! - `outlier`: per-backend ejection with exponential backoff, half-open;
+//! - `budget`: retries as a share of requests over a 10 s window.
+
+mod budget;
+mod health;
+mod outlier;
+mod select;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use pingora::lb::{selection::RoundRobin, LoadBalancer};
+use pingora::services::ServiceWithDependents;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::Upstream;
+use crate::config::{HashKey, RetryPolicy, Selection, Upstream};
+use budget::RetryBudget;
+use outlier::{Outlier, Transition};
+use select::Selector;
+
+/// How an attempt on a backend ended, for ejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response that is not a failure status.
+    Success,
+    /// Connect error, reset, timeout, or a failure status.
+    Failure,
+}
+
+struct Member {
+    addr: SocketAddr,
+    outlier: Outlier,
+}
 
 /// One pool.
 pub struct Pool {
+    name: String,
     settings: Upstream,
-    lb: LoadBalancer<RoundRobin>,
+    selector: Selector,
+    members: Arc<[Member]>,
+    budget: RetryBudget,
+    inflight: AtomicUsize,
+}
+
+/// Holds one request's place in a pool's in-flight count.
+pub struct InFlight(Arc<Pool>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Pool {
-    /// Builds a pool from its settings.
-    pub fn new(settings: &Upstream) -> std::io::Result<Self> {
-        let lb = LoadBalancer::try_from_iter(settings.backends.iter().map(|a| a.to_string()))?;
-        Ok(Pool { settings: settings.clone(), lb })
+    /// Builds a pool; health checks run once its [`Pool::background`]
+    /// service is added to the server.
+    pub fn new(name: &str, settings: &Upstream) -> std::io::Result<Self> {
+        let members: Arc<[Member]> =
+            settings.backends.iter().map(|(addr, _)| Member { addr: *addr, outlier: Outlier::default() }).collect();
+        let selector = Selector::new(settings, |lb| {
+            if let Some(h) = &settings.health {
+                let (members, pool) = (members.clone(), name.to_owned());
+                let on_change: health::OnChange = Box::new(move |addr, healthy| {
+                    let cleared = healthy && members.iter().any(|m| m.addr == addr && m.outlier.clear());
+                    if cleared {
+                        log::info!(target: "fastproxy::pool", "pool {pool}: backend {addr} readmitted by health check");
+                    }
+                });
+                lb.set_check(health::build(name, h, on_change), h.interval);
+            }
+        })?;
+        let RetryPolicy { budget_ratio, budget_min, .. } = settings.retry;
+        Ok(Pool {
+            name: name.to_owned(),
+            settings: settings.clone(),
+            selector,
+            members,
+            budget: RetryBudget::new(budget_ratio, budget_min),
+            inflight: AtomicUsize::new(0),
+        })
     }
 
-    /// Number of backends.
-    pub fn len(&self) -> usize {
-        self.settings.backends.len()
+    /// The health-check service, when the pool has health checks.
+    pub fn background(&self) -> Option<Box<dyn ServiceWithDependents>> {
+        self.settings.health.as_ref().map(|_| self.selector.background(&self.name))
     }
 
-    /// Picks the next backend, skipping `exclude`.
-    pub fn select(&self, exclude: &[SocketAddr]) -> Option<SocketAddr> {
-        let backend = self.lb.select_with(b"", self.len() * 2 + 1, |b, healthy| {
-            healthy && b.addr.as_inet().is_some_and(|a| !exclude.contains(a))
+    /// Admits a new request: counts it for the retry budget and the
+    /// in-flight limit. `None` when the pool is at its limit.
+    pub fn admit(self: &Arc<Self>) -> Option<InFlight> {
+        let now = self.inflight.fetch_add(1, Ordering::Relaxed) + 1;
+        let guard = InFlight(self.clone());
+        if self.settings.max_inflight.is_some_and(|max| now > max) {
+            return None;
+        }
+        self.budget.request();
+        Some(guard)
+    }
+
+    /// What consistent hashing keys on, if it is used.
+    pub fn hash_key(&self) -> Option<&HashKey> {
+        match &self.settings.selection {
+            Selection::Consistent(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Picks a backend for `key`: healthy, not ejected, not in `exclude`.
+    pub fn select(&self, key: &[u8], exclude: &[SocketAddr]) -> Option<SocketAddr> {
+        let now = Instant::now();
+        let max_iter = self.settings.backends.iter().map(|(_, w)| *w as usize).sum::<usize>() + 1;
+        let backend = self.selector.select(key, max_iter, |b| {
+            let Some(addr) = b.addr.as_inet() else { return false };
+            !exclude.contains(addr) && self.member(addr).is_none_or(|m| m.outlier.available(now))
         })?;
         backend.addr.as_inet().copied()
     }
 
-    /// A peer for `addr` with this pool's timeouts; `read_cap` shortens the
-    /// read timeout (the caller's remaining deadline).
-    pub fn peer(&self, addr: SocketAddr, read_cap: Option<std::time::Duration>) -> HttpPeer {
+    /// True when some backend could take a request now.
+    pub fn has_available(&self) -> bool {
+        self.select(b"", &[]).is_some()
+    }
+
+    /// A peer for `addr` with this pool's timeouts; the read timeout is capped
+    /// at `remaining` (what is left of the request's deadline).
+    pub fn peer(&self, addr: SocketAddr, remaining: Option<Duration>) -> HttpPeer {
         let mut peer = HttpPeer::new(addr, false, String::new());
         let s = &self.settings;
-        peer.options.connection_timeout = Some(s.connect_timeout);
-        let read = read_cap.map_or(s.read_timeout, |cap| cap.min(s.read_timeout));
+        let read = remaining.map_or(s.read_timeout, |cap| cap.min(s.read_timeout));
+        peer.options.connection_timeout = Some(s.connect_timeout.min(read));
         peer.options.read_timeout = Some(read);
         peer.options.write_timeout = Some(s.write_timeout.min(read.max(s.connect_timeout)));
         peer.options.idle_timeout = Some(s.idle_timeout);
         peer
+    }
+
+    /// The pool's total timeout, if set.
+    pub fn total_timeout(&self) -> Option<Duration> {
+        self.settings.total_timeout
+    }
+
+    /// Most attempts per request.
+    pub fn max_attempts(&self) -> u32 {
+        self.settings.retry.attempts
+    }
+
+    /// Backends in the pool.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Takes a retry from the budget.
+    pub fn try_retry(&self) -> bool {
+        let ok = self.budget.try_retry();
+        if !ok {
+            log::debug!(target: "fastproxy::pool", "pool {}: retry budget exhausted", self.name);
+        }
+        ok
+    }
+
+    /// True when `status` from a backend counts as a failure for ejection.
+    pub fn is_failure_status(&self, status: u16) -> bool {
+        self.settings.outlier.as_ref().is_some_and(|o| o.statuses.contains(&status))
+    }
+
+    /// Records how an attempt on `addr` ended.
+    pub fn report(&self, addr: SocketAddr, outcome: Outcome) {
+        let (Some(policy), Some(member)) = (&self.settings.outlier, self.member(&addr)) else { return };
+        let now = Instant::now();
+        let transition = match outcome {
+            Outcome::Success => member.outlier.success(),
+            Outcome::Failure => {
+                let ejected = self.members.iter().filter(|m| m.outlier.is_ejected(now)).count();
+                let may_eject = (ejected + 1) * 100 <= self.members.len() * policy.max_ejected_percent as usize;
+                member.outlier.failure(policy, may_eject, now)
+            }
+        };
+        match transition {
+            Transition::None => {}
+            Transition::Ejected(time) => {
+                log::info!(target: "fastproxy::pool", "pool {}: backend {addr} ejected for {time:?}", self.name)
+            }
+            Transition::Readmitted => {
+                log::info!(target: "fastproxy::pool", "pool {}: backend {addr} readmitted", self.name)
+            }
+        }
+    }
+
+    fn member(&self, addr: &SocketAddr) -> Option<&Member> {
+        self.members.iter().find(|m| m.addr == *addr)
     }
 }
 
@@ -64,7 +211,7 @@ impl Pools {
     pub fn build(upstreams: &BTreeMap<String, Upstream>) -> std::io::Result<Self> {
         let mut by_name = BTreeMap::new();
         for (name, settings) in upstreams {
-            by_name.insert(name.clone(), Arc::new(Pool::new(settings)?));
+            by_name.insert(name.clone(), Arc::new(Pool::new(name, settings)?));
         }
         Ok(Pools { by_name })
     }
@@ -72,5 +219,10 @@ impl Pools {
     /// The pool named `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Pool>> {
         self.by_name.get(name)
+    }
+
+    /// Health-check services of every pool that has checks.
+    pub fn background_services(&self) -> Vec<Box<dyn ServiceWithDependents>> {
+        self.by_name.values().filter_map(|p| p.background()).collect()
     }
 }

@@ -32,6 +32,12 @@ use crate::policy::Denial;
 use crate::pools::Pool;
 use crate::state::{Shared, Snapshot};
 
+/// Path prefix of the inbound proxy's own health endpoint:
+/// `/_fastproxy/health` (every service) or `/_fastproxy/health/<service>`.
+/// 200 when the service's pool has a backend to send to, else 503. Outbound
+/// pools probe it with an HTTP health check.
+pub const HEALTH_PATH: &str = "/_fastproxy/health";
+
 /// Sealed bodies up to this size (Pingora's retry-buffer size) are read and
 /// opened whole before the callee is contacted.
 const VERIFY_FIRST_MAX: u64 = 64 * 1024;
@@ -65,7 +71,10 @@ pub struct Accepted {
     codec: Codec,
     length: Option<u64>,
     content_type: String,
+    /// The caller's signed deadline.
     deadline_ms: Option<u64>,
+    /// The deadline enforced here: signed or the pool's total timeout.
+    local_deadline_ms: Option<u64>,
 }
 
 /// How the request body reaches the callee.
@@ -111,6 +120,11 @@ impl ProxyHttp for Inbound {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Some(service) = session.req_header().uri.path().strip_prefix(HEALTH_PATH) {
+            let service = service.trim_start_matches('/').to_owned();
+            self.health(session, &service).await?;
+            return Ok(true);
+        }
         let result = match self.accept(session) {
             Ok((accepted, opener)) => verify_small_body(session, opener).await.map(|body| (accepted, body)),
             Err(e) => Err(e),
@@ -130,14 +144,15 @@ impl ProxyHttp for Inbound {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let acc = ctx.accepted.as_ref().ok_or_else(|| to_pingora(&ProxyError::Internal))?;
-        ctx.attempts.next_peer(&acc.pool, acc.deadline_ms).map_err(|e| super::fail(&mut ctx.error, e))
+        let key = super::hash_key(&acc.pool, &session.req_header().headers, &acc.caller);
+        ctx.attempts.next_peer(&acc.pool, &key, acc.local_deadline_ms).map_err(|e| super::fail(&mut ctx.error, e))
     }
 
     fn fail_to_connect(&self, _s: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, e: Box<Error>) -> Box<Error> {
-        let pool_len = ctx.accepted.as_ref().map_or(0, |a| a.pool.len());
-        ctx.attempts.connect_failed(pool_len, e)
+        let deadline = ctx.accepted.as_ref().and_then(|a| a.local_deadline_ms);
+        ctx.attempts.connect_failed(e, deadline)
     }
 
     fn error_while_proxy(
@@ -148,16 +163,13 @@ impl ProxyHttp for Inbound {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
-        let mut e = e.more_context(format!("peer: {peer}"));
-        let idempotent = session.req_header().method.is_idempotent();
+        let e = e.more_context(format!("peer: {peer}"));
         // A streamed body's opener cannot rewind: once records went out, no retry.
-        let replayable = !matches!(ctx.body, Body::Streaming(_)) || !ctx.body_started;
-        if idempotent && replayable && !session.as_ref().retry_buffer_truncated() {
-            e.retry.decide_reuse(client_reused);
-        } else {
-            e.set_retry(false);
-        }
-        e
+        let rewindable = !matches!(ctx.body, Body::Streaming(_)) || !ctx.body_started;
+        let replayable =
+            session.req_header().method.is_idempotent() && rewindable && !session.as_ref().retry_buffer_truncated();
+        let deadline = ctx.accepted.as_ref().and_then(|a| a.local_deadline_ms);
+        ctx.attempts.failed_after_send(e, replayable, client_reused, deadline)
     }
 
     async fn upstream_request_filter(
@@ -210,6 +222,7 @@ impl ProxyHttp for Inbound {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.attempts.responded(resp.status.as_u16());
         self.seal_response(session, resp, ctx).map_err(|e| super::fail(&mut ctx.error, e))
     }
 
@@ -245,7 +258,7 @@ impl ProxyHttp for Inbound {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let deadline = ctx.accepted.as_ref().and_then(|a| a.deadline_ms);
+        let deadline = ctx.accepted.as_ref().and_then(|a| a.local_deadline_ms);
         let err = super::classify(ctx.error.as_ref(), e, deadline);
         if ctx.error.is_none() {
             ctx.error = err.clone();
@@ -295,7 +308,9 @@ impl Inbound {
             Protection::Encrypt { alg, key } => Some((key.to_owned(), alg)),
             Protection::SignOnly => None,
         };
+        let local_deadline_ms = super::effective_deadline(env.deadline_ms, &pool, now);
         let accepted = Accepted {
+            local_deadline_ms,
             caller: env.caller.to_owned(),
             service: service.to_owned(),
             target,
@@ -310,6 +325,31 @@ impl Inbound {
             snap: snap.clone(),
         };
         Ok((accepted, verified.opener(Limits { max_body: inb.max_body })))
+    }
+
+    /// Answers the health endpoint: can `service` (or every service, when
+    /// empty) be served now?
+    async fn health(&self, session: &mut Session, service: &str) -> Result<()> {
+        let snap = self.shared.load_full();
+        let Some(inb) = snap.config.inbound.as_ref() else { return Ok(()) };
+        let pools: Vec<(&String, bool)> = inb
+            .services
+            .iter()
+            .filter(|(name, _)| service.is_empty() || name.as_str() == service)
+            .map(|(name, pool)| (name, snap.pools.get(pool).is_some_and(|p| p.has_available())))
+            .collect();
+        let ok = !pools.is_empty() && pools.iter().all(|(_, up)| *up);
+        let body = serde_json::json!({
+            "status": if ok { "ok" } else { "unavailable" },
+            "services": pools.iter().map(|(n, up)| (n.as_str(), *up)).collect::<std::collections::BTreeMap<_, _>>(),
+        })
+        .to_string();
+        let mut h = ResponseHeader::build(if ok { 200 } else { 503 }, Some(3))?;
+        h.insert_header("content-type", "application/json")?;
+        h.insert_header("content-length", body.len().to_string())?;
+        h.insert_header("cache-control", "no-store")?;
+        session.write_response_header(Box::new(h), false).await?;
+        session.write_response_body(Some(Bytes::from(body)), true).await
     }
 
     /// Signs the callee's response (bound to the request's nonce), replaces

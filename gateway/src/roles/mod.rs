@@ -5,52 +5,135 @@ pub mod inbound;
 pub mod outbound;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pingora::proxy::{FailToProxy, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
+use crate::config::HashKey;
 use crate::error::{self, ProxyError, Role};
 use crate::http::now_ms;
-use crate::pools::Pool;
+use crate::pools::{InFlight, Outcome, Pool};
 
-/// Upstream attempts of one request.
-#[derive(Debug, Default)]
+/// Upstream attempts of one request: which backends were tried, the pool's
+/// in-flight slot, and the retry decisions (attempt limit, deadline, budget,
+/// replayability).
+#[derive(Default)]
 pub struct Attempts {
     /// Attempts started.
     pub tries: u32,
-    /// Backends that failed to connect during this request.
+    /// Retries granted.
+    pub retries: u32,
+    /// Backends that failed during this request.
     pub failed: Vec<SocketAddr>,
     /// The backend of the current attempt.
     pub current: Option<SocketAddr>,
+    pool: Option<Arc<Pool>>,
+    _inflight: Option<InFlight>,
 }
 
 impl Attempts {
     /// Picks a backend for the next attempt and builds its peer; the read
     /// timeout is capped at what remains of the deadline.
-    pub fn next_peer(&mut self, pool: &Pool, deadline_ms: Option<u64>) -> Result<Box<HttpPeer>, ProxyError> {
-        let remaining = match deadline_ms {
-            Some(d) => match d.checked_sub(now_ms()) {
-                Some(ms) if ms > 0 => Some(Duration::from_millis(ms)),
-                _ => return Err(ProxyError::DeadlineExceeded),
-            },
-            None => None,
-        };
-        let addr = pool.select(&self.failed).ok_or(ProxyError::NoHealthyUpstream)?;
+    pub fn next_peer(
+        &mut self,
+        pool: &Arc<Pool>,
+        key: &[u8],
+        deadline_ms: Option<u64>,
+    ) -> Result<Box<HttpPeer>, ProxyError> {
+        let remaining = remaining(deadline_ms)?;
+        if self.pool.is_none() {
+            self._inflight = Some(pool.admit().ok_or(ProxyError::PoolOverloaded)?);
+            self.pool = Some(pool.clone());
+        }
+        let addr = pool.select(key, &self.failed).ok_or(ProxyError::NoHealthyUpstream)?;
         self.tries += 1;
         self.current = Some(addr);
         Ok(Box::new(pool.peer(addr, remaining)))
     }
 
     /// A connect failure: nothing was sent, so any method may be retried on
-    /// another backend while one is left.
-    pub fn connect_failed(&mut self, pool_len: usize, mut e: Box<Error>) -> Box<Error> {
-        if let Some(addr) = self.current {
+    /// another backend, within the attempt limit, deadline and budget.
+    pub fn connect_failed(&mut self, mut e: Box<Error>, deadline_ms: Option<u64>) -> Box<Error> {
+        let retry = self.failure(true) && self.may_retry(deadline_ms);
+        e.set_retry(retry);
+        e
+    }
+
+    /// A failure after the request was (partly) sent. Retried only when the
+    /// caller says it is safe (`replayable`: idempotent method, body still
+    /// available) and limits allow. A dropped reused connection says little
+    /// about the backend, so it does not count towards ejection.
+    pub fn failed_after_send(
+        &mut self,
+        mut e: Box<Error>,
+        replayable: bool,
+        reused: bool,
+        deadline_ms: Option<u64>,
+    ) -> Box<Error> {
+        let blame = !reused || matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout);
+        let retry = self.failure(blame) && replayable && self.may_retry(deadline_ms);
+        e.set_retry(retry);
+        e
+    }
+
+    /// The backend answered with `status`.
+    pub fn responded(&mut self, status: u16) {
+        if let (Some(pool), Some(addr)) = (&self.pool, self.current) {
+            let outcome = if pool.is_failure_status(status) { Outcome::Failure } else { Outcome::Success };
+            pool.report(addr, outcome);
+        }
+    }
+
+    /// Records a failed attempt; true when the request could go elsewhere.
+    fn failure(&mut self, blame: bool) -> bool {
+        let (Some(pool), Some(addr)) = (&self.pool, self.current) else { return false };
+        if blame {
+            pool.report(addr, Outcome::Failure);
+        }
+        if !self.failed.contains(&addr) {
             self.failed.push(addr);
         }
-        e.set_retry(self.failed.len() < pool_len);
-        e
+        self.failed.len() < pool.len() && self.tries < pool.max_attempts()
+    }
+
+    fn may_retry(&mut self, deadline_ms: Option<u64>) -> bool {
+        let in_time = deadline_ms.is_none_or(|d| now_ms() < d);
+        let granted = in_time && self.pool.as_ref().is_some_and(|p| p.try_retry());
+        if granted {
+            self.retries += 1;
+        }
+        granted
+    }
+}
+
+fn remaining(deadline_ms: Option<u64>) -> Result<Option<Duration>, ProxyError> {
+    match deadline_ms {
+        Some(d) => match d.checked_sub(now_ms()) {
+            Some(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+            _ => Err(ProxyError::DeadlineExceeded),
+        },
+        None => Ok(None),
+    }
+}
+
+/// The earlier of the signed deadline and the pool's total timeout.
+pub fn effective_deadline(signed: Option<u64>, pool: &Pool, started_ms: u64) -> Option<u64> {
+    let total = pool.total_timeout().map(|t| started_ms.saturating_add(t.as_millis() as u64));
+    match (signed, total) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The consistent-hashing key of a request: the caller, or a header.
+pub fn hash_key(pool: &Pool, headers: &::http::HeaderMap, caller: &str) -> Vec<u8> {
+    match pool.hash_key() {
+        None => Vec::new(),
+        Some(HashKey::Caller) => caller.as_bytes().to_vec(),
+        Some(HashKey::Header(name)) => headers.get(name.as_str()).map_or_else(Vec::new, |v| v.as_bytes().to_vec()),
     }
 }
 
@@ -127,7 +210,7 @@ pub fn access_log(
     let upstream = attempts.current.map(|a| a.to_string());
     log::info!(
         target: "fastproxy::access",
-        "role={} caller={} service={} method={} path={} status={} ms={} tries={} upstream={} error={}",
+        "role={} caller={} service={} method={} path={} status={} ms={} tries={} retries={} upstream={} error={}",
         role.name(),
         if caller.is_empty() { "-" } else { caller },
         if service.is_empty() { "-" } else { service },
@@ -136,6 +219,7 @@ pub fn access_log(
         status,
         started.elapsed().as_millis(),
         attempts.tries,
+        attempts.retries,
         upstream.as_deref().unwrap_or("-"),
         error.map_or("-", |e| e.code()),
     );

@@ -64,7 +64,11 @@ pub struct Plan {
     service: String,
     seal: Seal,
     pool: Arc<Pool>,
+    /// The caller's deadline, signed and sent on.
     deadline_ms: Option<u64>,
+    /// The deadline this proxy enforces: the signed one or the pool's total
+    /// timeout, whichever comes first.
+    local_deadline_ms: Option<u64>,
     length: Option<u64>,
     content_type: String,
     max_body: u64,
@@ -142,14 +146,31 @@ impl ProxyHttp for Outbound {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let plan = ctx.plan.as_ref().ok_or_else(|| to_pingora(&ProxyError::Internal))?;
-        ctx.attempts.next_peer(&plan.pool, plan.deadline_ms).map_err(|e| super::fail(&mut ctx.error, e))
+        let key = super::hash_key(&plan.pool, &session.req_header().headers, &plan.caller);
+        ctx.attempts.next_peer(&plan.pool, &key, plan.local_deadline_ms).map_err(|e| super::fail(&mut ctx.error, e))
     }
 
     fn fail_to_connect(&self, _s: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, e: Box<Error>) -> Box<Error> {
-        let pool_len = ctx.plan.as_ref().map_or(0, |p| p.pool.len());
-        ctx.attempts.connect_failed(pool_len, e)
+        let deadline = ctx.plan.as_ref().and_then(|p| p.local_deadline_ms);
+        ctx.attempts.connect_failed(e, deadline)
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let e = e.more_context(format!("peer: {peer}"));
+        // Safe to send again: an idempotent method whose body Pingora can
+        // still replay (whole, not truncated). A POST never goes twice.
+        let replayable = session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
+        let deadline = ctx.plan.as_ref().and_then(|p| p.local_deadline_ms);
+        ctx.attempts.failed_after_send(e, replayable, client_reused, deadline)
     }
 
     async fn upstream_request_filter(
@@ -206,6 +227,7 @@ impl ProxyHttp for Outbound {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.attempts.responded(resp.status.as_u16());
         self.open_response(session, resp, ctx).map_err(|e| super::fail(&mut ctx.error, e))
     }
 
@@ -239,7 +261,7 @@ impl ProxyHttp for Outbound {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let deadline = ctx.plan.as_ref().and_then(|p| p.deadline_ms);
+        let deadline = ctx.plan.as_ref().and_then(|p| p.local_deadline_ms);
         let err = super::classify(ctx.error.as_ref(), e, deadline);
         if ctx.error.is_none() {
             ctx.error = err.clone();
@@ -289,7 +311,9 @@ impl Outbound {
             Some(ct) if ct.len() <= filters::envelope::MAX_CONTENT_TYPE_LEN => ct.to_owned(),
             Some(_) => return Err(ProxyError::BadRequest("content-type too long")),
         };
+        let local_deadline_ms = super::effective_deadline(deadline_ms, &pool, now_ms());
         Ok(Plan {
+            local_deadline_ms,
             caller,
             service: service.to_owned(),
             seal,

@@ -26,13 +26,29 @@ pub struct Options {
     pub max_skew: &'static str,
     pub outbound_max_body: &'static str,
     pub inbound_max_body: &'static str,
-    /// The callee's address; `None` starts a real one.
-    pub callee: Option<SocketAddr>,
+    /// Fixed callee addresses (nothing started there); `None` starts real callees.
+    pub dead_callees: Option<Vec<SocketAddr>>,
+    /// Weights of the callees to start (one callee of weight 1 by default).
+    pub weights: Vec<u32>,
+    /// Extra settings of the callee pool, as YAML map entries
+    /// (e.g. `selection: consistent`).
+    pub pool: String,
+    /// Extra settings of the outbound proxy's pool of inbound proxies.
+    pub outbound_pool: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { relay: false, max_skew: "60s", outbound_max_body: "256MiB", inbound_max_body: "256MiB", callee: None }
+        Options {
+            relay: false,
+            max_skew: "60s",
+            outbound_max_body: "256MiB",
+            inbound_max_body: "256MiB",
+            dead_callees: None,
+            weights: vec![1],
+            pool: String::new(),
+            outbound_pool: String::new(),
+        }
     }
 }
 
@@ -42,26 +58,38 @@ pub struct Pair {
     pub out_addr: SocketAddr,
     pub in_addr: SocketAddr,
     pub relay: Option<Relay>,
-    pub callee: Option<Upstream>,
+    pub callees: Vec<Upstream>,
     pub callee_addr: SocketAddr,
 }
 
 impl Pair {
     pub fn start(opts: Options) -> Pair {
-        let callee = if opts.callee.is_none() { Some(Upstream::start()) } else { None };
-        let callee_addr = opts.callee.unwrap_or_else(|| callee.as_ref().expect("callee").addr);
+        let callees: Vec<Upstream> = if opts.dead_callees.is_none() {
+            opts.weights.iter().map(|_| Upstream::start()).collect()
+        } else {
+            Vec::new()
+        };
+        let backends: Vec<String> = match &opts.dead_callees {
+            Some(addrs) => addrs.iter().map(|a| format!("\"{a}\"")).collect(),
+            None => callees
+                .iter()
+                .zip(&opts.weights)
+                .map(|(c, w)| format!("{{ addr: \"{}\", weight: {w} }}", c.addr))
+                .collect(),
+        };
+        let callee_addr = opts.dead_callees.as_ref().map_or_else(|| callees[0].addr, |a| a[0]);
         let in_port = proxy::free_port();
-        let inbound = Proxy::start(&inbound_yaml(in_port, callee_addr, &opts), &[in_port]);
+        let inbound = Proxy::start(&inbound_yaml(in_port, &backends.join(", "), &opts), &[in_port]);
         let in_addr = proxy::addr(in_port);
         let relay = opts.relay.then(|| Relay::start(proxy::listener(), in_addr));
         let hop = relay.as_ref().map_or(in_addr, |r| r.addr);
         let out_port = proxy::free_port();
         let outbound = Proxy::start(&outbound_yaml(out_port, hop, &opts), &[out_port]);
-        Pair { outbound, inbound, out_addr: proxy::addr(out_port), in_addr, relay, callee, callee_addr }
+        Pair { outbound, inbound, out_addr: proxy::addr(out_port), in_addr, relay, callees, callee_addr }
     }
 
     pub fn callee(&self) -> &Upstream {
-        self.callee.as_ref().expect("a started callee")
+        self.callees.first().expect("a started callee")
     }
 
     pub fn relay(&self) -> &Relay {
@@ -96,11 +124,12 @@ fn outbound_yaml(port: u16, inbound: SocketAddr, o: &Options) -> String {
     y.push_str("    limited: { aead_key: room-v2, sign_key: sign-v1 }\n");
     y.push_str("    acl: { aead_key: room-v2, sign_key: sign-v1 }\n");
     y.push_str("  routes:\n    token_service: { upstream: inbound }\n");
-    y.push_str(&format!("upstreams:\n  inbound: {{ backends: [\"{inbound}\"], read_timeout: 30s }}\n"));
+    let extra = if o.outbound_pool.is_empty() { String::new() } else { format!(", {}", o.outbound_pool) };
+    y.push_str(&format!("upstreams:\n  inbound: {{ backends: [\"{inbound}\"], read_timeout: 30s{extra} }}\n"));
     y
 }
 
-fn inbound_yaml(port: u16, callee: SocketAddr, o: &Options) -> String {
+fn inbound_yaml(port: u16, backends: &str, o: &Options) -> String {
     let mut y = keys_yaml(false);
     y.push_str(&format!(
         "inbound:\n  listen: [\"127.0.0.1:{port}\"]\n  max_skew: {}\n  max_body: {}\n  services:\n    token_service: {{ upstream: callee }}\n  callers:\n",
@@ -119,8 +148,15 @@ fn inbound_yaml(port: u16, callee: SocketAddr, o: &Options) -> String {
     y.push_str(&format!("    ghost: {{ keys: [room-v2, sign-v1], allow: {any} }}\n"));
     y.push_str("    limited: { keys: [room-v2, sign-v1], allow: [{ service: token_service, path_prefix: /, methods: [\"*\"], qps: 50 }] }\n");
     y.push_str("    acl: { keys: [room-v2, sign-v1], allow: [{ service: token_service, path: /api/allowed, methods: [GET] }] }\n");
-    y.push_str(&format!(
-        "upstreams:\n  callee: {{ backends: [\"{callee}\"], read_timeout: 10s, connect_timeout: 500ms }}\n"
-    ));
+    let mut settings = vec![format!("backends: [{backends}]")];
+    for (key, default) in [("read_timeout", "read_timeout: 10s"), ("connect_timeout", "connect_timeout: 500ms")] {
+        if !o.pool.contains(key) {
+            settings.push(default.to_string());
+        }
+    }
+    if !o.pool.is_empty() {
+        settings.push(o.pool.clone());
+    }
+    y.push_str(&format!("upstreams:\n  callee: {{ {} }}\n", settings.join(", ")));
     y
 }

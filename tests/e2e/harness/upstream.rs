@@ -23,11 +23,28 @@ pub struct Seen {
     pub framing: Framing,
 }
 
+/// How the server answers, settable while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// As the request's `x-test-*` headers ask (echo by default).
+    #[default]
+    Normal,
+    /// Every answer has this status.
+    Status(u16),
+    /// Wait this long before answering.
+    Delay(Duration),
+    /// Read the request, then close the connection without answering.
+    DieAfterRequest,
+}
+
 #[derive(Default)]
 struct Shared {
     arrivals: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
     stop: AtomicBool,
+    mode: Mutex<Mode>,
+    /// Open connections, so `kill` can reset them.
+    conns: Mutex<Vec<TcpStream>>,
 }
 
 pub struct Upstream {
@@ -43,19 +60,7 @@ impl Upstream {
     pub fn start_on(listener: TcpListener) -> Self {
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Shared::default());
-        let s = shared.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let s = s.clone();
-                std::thread::spawn(move || {
-                    let _ = serve(conn, &s);
-                });
-            }
-        });
+        accept_loop(listener, shared.clone());
         Upstream { addr, shared }
     }
 
@@ -71,13 +76,58 @@ impl Upstream {
     pub fn last(&self) -> Seen {
         self.seen().pop().expect("the upstream saw a request")
     }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.shared.mode.lock().unwrap() = mode;
+    }
+
+    /// Stops listening and resets every open connection, like a crash.
+    pub fn kill(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for c in self.shared.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        // Wait for the accept loop to drop the listener.
+        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(50)).is_ok() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Listens again on the same address after `kill`.
+    pub fn revive(&self) {
+        let listener = TcpListener::bind(self.addr).expect("rebind upstream");
+        self.shared.stop.store(false, Ordering::SeqCst);
+        accept_loop(listener, self.shared.clone());
+    }
 }
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(self.addr);
+        self.shared.stop.store(true, Ordering::SeqCst);
     }
+}
+
+/// Accepts until `stop` is set, then drops the listener (closing the port).
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    listener.set_nonblocking(true).expect("nonblocking listener");
+    std::thread::spawn(move || {
+        while !shared.stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((conn, _)) => {
+                    let _ = conn.set_nonblocking(false);
+                    if let Ok(copy) = conn.try_clone() {
+                        shared.conns.lock().unwrap().push(copy);
+                    }
+                    let s = shared.clone();
+                    std::thread::spawn(move || {
+                        let _ = serve(conn, &s);
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(2)),
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    });
 }
 
 fn serve(conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
@@ -108,18 +158,30 @@ fn serve(conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
             framing,
         };
         shared.seen.lock().unwrap().push(seen.clone());
-        respond(&mut writer, &seen)?;
+        let mode = *shared.mode.lock().unwrap();
+        if mode == Mode::DieAfterRequest {
+            let _ = writer.get_ref().shutdown(std::net::Shutdown::Both);
+            return Ok(());
+        }
+        let server = writer.get_ref().local_addr()?;
+        respond(&mut writer, &seen, mode, server)?;
         writer.flush()?;
     }
     Ok(())
 }
 
-fn respond(w: &mut impl Write, seen: &Seen) -> std::io::Result<()> {
+fn respond(w: &mut impl Write, seen: &Seen, mode: Mode, server: SocketAddr) -> std::io::Result<()> {
     let h = &seen.head;
     if let Some(ms) = h.get("x-test-delay-ms").and_then(|v| v.parse().ok()) {
         std::thread::sleep(Duration::from_millis(ms));
     }
-    let status: u16 = h.get("x-test-status").and_then(|v| v.parse().ok()).unwrap_or(200);
+    if let Mode::Delay(d) = mode {
+        std::thread::sleep(d);
+    }
+    let status: u16 = match mode {
+        Mode::Status(s) => s,
+        _ => h.get("x-test-status").and_then(|v| v.parse().ok()).unwrap_or(200),
+    };
     let generated: Option<u64> = h.get("x-test-response-len").and_then(|v| v.parse().ok());
     let chunked = h.get("x-test-response-chunked").is_some();
     let body_len = generated.unwrap_or(seen.body.len() as u64);
@@ -137,6 +199,7 @@ fn respond(w: &mut impl Write, seen: &Seen) -> std::io::Result<()> {
         ("x-echo-body-sha", seen.body_sha.clone()),
         ("x-echo-framing", framing_desc),
         ("x-echo-caller", h.get("x-fp-caller").unwrap_or("-").to_string()),
+        ("x-echo-server", server.to_string()),
         ("x-multi", "a".to_string()),
         ("x-multi", "b".to_string()),
         ("content-type", h.get("content-type").unwrap_or("application/octet-stream").to_string()),
