@@ -5,9 +5,11 @@
 //! its config file says. Composition happens here, explicitly: config →
 //! snapshot → roles → Pingora services.
 
+mod admin;
 mod config;
 mod error;
 mod http;
+mod metrics;
 mod policy;
 mod pools;
 mod roles;
@@ -97,14 +99,15 @@ fn main() -> ExitCode {
 /// Loads the config, builds the roles it asks for, and runs Pingora.
 fn run(cli: Cli) -> Result<(), String> {
     let config = config::load(&cli.config).map_err(|p| format!("{}: {} problem(s)\n{p}", cli.config, p.0.len()))?;
-    let snapshot = Snapshot::new(config).map_err(|e| format!("building upstream pools: {e}"))?;
+    let metrics = Arc::new(metrics::Metrics::register().map_err(|e| format!("registering metrics: {e}"))?);
+    let snapshot = Snapshot::new(config, &metrics).map_err(|e| format!("building upstream pools: {e}"))?;
     let shared = Arc::new(ArcSwap::from_pointee(snapshot));
     let mut server = Server::new(Some(cli.pingora)).map_err(|e| e.to_string())?;
     server.bootstrap();
 
     let snap = shared.load();
     if let Some(out) = &snap.config.outbound {
-        let role = roles::outbound::Outbound::new(shared.clone());
+        let role = roles::outbound::Outbound::new(shared.clone(), metrics.clone());
         let mut svc = http_proxy_service_with_name(&server.configuration, role, "fastproxy outbound");
         for addr in &out.listen {
             svc.add_tcp(&addr.to_string());
@@ -114,13 +117,22 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     if let Some(inb) = &snap.config.inbound {
         let replay = Arc::new(filters::ReplayGuard::new(inb.max_skew_ms, inb.replay_cache));
-        let role = roles::inbound::Inbound::new(shared.clone(), replay);
+        let role = roles::inbound::Inbound::new(shared.clone(), replay, metrics.clone());
         let mut svc = http_proxy_service_with_name(&server.configuration, role, "fastproxy inbound");
         for addr in &inb.listen {
             svc.add_tcp(&addr.to_string());
         }
         server.add_service(svc);
         log::info!("inbound role listening on {:?}", inb.listen);
+    }
+    if let Some(listen) = &snap.config.admin {
+        let mut svc =
+            pingora::services::listening::Service::new("fastproxy admin".to_owned(), admin::server(shared.clone()));
+        for addr in listen {
+            svc.add_tcp(&addr.to_string());
+        }
+        server.add_service(svc);
+        log::info!("admin listening on {listen:?}");
     }
     server.add_services(snap.pools.background_services());
     drop(snap);

@@ -28,6 +28,8 @@ pub struct Rule {
     pub path: PathMatch,
     /// Which methods.
     pub methods: Methods,
+    /// The configured rate, requests per second.
+    pub qps: Option<u32>,
     /// Rate limit on this rule, if any.
     pub limit: Option<RateLimiter>,
 }
@@ -172,12 +174,14 @@ mod tests {
                     service: "a".into(),
                     path: PathMatch::Exact("/x".into()),
                     methods: Methods::Listed(vec!["POST".into()]),
+                    qps: None,
                     limit: None,
                 },
                 Rule {
                     service: "a".into(),
                     path: PathMatch::Prefix("/api/".into()),
                     methods: Methods::Any,
+                    qps: None,
                     limit: None,
                 },
             ],

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::pools::Pools;
 
 /// One consistent generation of config and pools.
@@ -19,8 +20,8 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds the pools for `config`.
-    pub fn new(config: Config) -> std::io::Result<Self> {
-        let pools = Pools::build(&config.upstreams)?;
+    pub fn new(config: Config, metrics: &Metrics) -> std::io::Result<Self> {
+        let pools = Pools::build(&config.upstreams, metrics)?;
         Ok(Snapshot { config, pools })
     }
 }

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod operations;
 mod policy_and_errors;
 mod pools;
 mod roundtrip;

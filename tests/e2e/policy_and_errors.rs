@@ -133,7 +133,7 @@ fn routing_and_upstream_failures() {
 
 #[test]
 fn a_callee_that_is_down_gets_502() {
-    let dead = proxy::addr(proxy::free_port());
+    let dead = proxy::dead_addr(1);
     let pair = Pair::start(Options { dead_callees: Some(vec![dead]), ..Options::default() });
     let resp = get(&pair, &caller("aes", "none"), "/token_service/x");
     assert!(resp.status == 502 || resp.status == 503, "{} {}", resp.status, resp.text());

@@ -139,7 +139,8 @@ fn both_roles_in_one_process() {
     let config = demo
         .replace("127.0.0.1:8034", &format!("127.0.0.1:{out_port}"))
         .replace("127.0.0.1:8033", &format!("127.0.0.1:{in_port}"))
-        .replace("127.0.0.1:8101", &callee.addr.to_string());
+        .replace("127.0.0.1:8101", &callee.addr.to_string())
+        .replace("127.0.0.1:9034", &format!("127.0.0.1:{}", proxy::free_port()));
     let _proxy = Proxy::start(&config, &[out_port, in_port]);
     let resp = send(
         proxy::addr(out_port),

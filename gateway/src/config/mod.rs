@@ -8,6 +8,7 @@ pub mod schema;
 pub mod secret;
 pub mod units;
 mod validate;
+pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -22,12 +23,16 @@ use crate::policy::CallerPolicy;
 pub struct Config {
     /// Every key, ready for sealing and verification.
     pub keys: KeyRing,
+    /// Key ids with their algorithm (`None` for hmac keys), for the config view.
+    pub key_algs: BTreeMap<String, Option<Algorithm>>,
     /// The caller-side role, when configured.
     pub outbound: Option<Outbound>,
     /// The callee-side role, when configured.
     pub inbound: Option<Inbound>,
     /// Upstream pools by name.
     pub upstreams: BTreeMap<String, Upstream>,
+    /// Admin listen addresses, when configured.
+    pub admin: Option<Vec<SocketAddr>>,
 }
 
 /// The caller-side role's settings.
@@ -228,7 +233,18 @@ pub fn load(path: &str) -> Result<Config, Problems> {
 
 /// Parses and validates config text.
 pub fn from_yaml(text: &str) -> Result<Config, Problems> {
-    let file: schema::File = serde_saphyr::from_str(text)
-        .map_err(|e| Problems(vec![Problem { path: "(yaml)".to_owned(), message: e.to_string() }]))?;
+    // serde stops at the first schema error (unknown field, wrong type); the
+    // path-tracking wrapper names the field it was in.
+    let mut path = String::new();
+    let file: schema::File = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        })
+    })
+    .map_err(|e| {
+        let path = if path.is_empty() || path == "." { "(root)".to_owned() } else { path.clone() };
+        Problems(vec![Problem { path, message: e.to_string() }])
+    })?;
     validate::validate(file)
 }

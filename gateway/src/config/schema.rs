@@ -20,6 +20,16 @@ pub struct File {
     /// Named upstream pools.
     #[serde(default)]
     pub upstreams: BTreeMap<String, Upstream>,
+    /// The admin listener (metrics, health, config view).
+    pub admin: Option<Admin>,
+}
+
+/// `admin:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Listen addresses; keep them off the data ports and off public networks.
+    pub listen: Vec<String>,
 }
 
 /// `keys:`

@@ -66,8 +66,9 @@ pub(super) fn validate(file: File) -> Result<Config, Problems> {
     if outbound.is_none() && inbound.is_none() {
         c.fail("(root)", "configure at least one role: outbound, inbound, or both");
     }
+    let admin = file.admin.as_ref().map(|a| c.addrs("admin.listen", &a.listen));
     if c.problems.is_empty() {
-        Ok(Config { keys, outbound, inbound, upstreams })
+        Ok(Config { keys, key_algs, outbound, inbound, upstreams, admin })
     } else {
         Err(Problems(c.problems))
     }
@@ -387,6 +388,7 @@ fn inbound(
                 service: a.service.clone(),
                 path: path_match,
                 methods,
+                qps: a.qps,
                 limit: a.qps.map(RateLimiter::new),
             });
         }

@@ -23,6 +23,7 @@ use pingora::services::ServiceWithDependents;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{HashKey, RetryPolicy, Selection, Upstream};
+use crate::metrics::{Metrics, PoolMetrics};
 use budget::RetryBudget;
 use outlier::{Outlier, Transition};
 use select::Selector;
@@ -49,6 +50,7 @@ pub struct Pool {
     members: Arc<[Member]>,
     budget: RetryBudget,
     inflight: AtomicUsize,
+    metrics: PoolMetrics,
 }
 
 /// Holds one request's place in a pool's in-flight count.
@@ -57,21 +59,24 @@ pub struct InFlight(Arc<Pool>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.inflight.dec();
     }
 }
 
 impl Pool {
     /// Builds a pool; health checks run once its [`Pool::background`]
     /// service is added to the server.
-    pub fn new(name: &str, settings: &Upstream) -> std::io::Result<Self> {
+    pub fn new(name: &str, settings: &Upstream, metrics: PoolMetrics) -> std::io::Result<Self> {
         let members: Arc<[Member]> =
             settings.backends.iter().map(|(addr, _)| Member { addr: *addr, outlier: Outlier::default() }).collect();
         let selector = Selector::new(settings, |lb| {
             if let Some(h) = &settings.health {
-                let (members, pool) = (members.clone(), name.to_owned());
+                let (members, pool, metrics) = (members.clone(), name.to_owned(), metrics.clone());
                 let on_change: health::OnChange = Box::new(move |addr, healthy| {
+                    metrics.set_healthy(&addr.to_string(), healthy);
                     let cleared = healthy && members.iter().any(|m| m.addr == addr && m.outlier.clear());
                     if cleared {
+                        metrics.set_ejected(&addr.to_string(), false);
                         log::info!(target: "fastproxy::pool", "pool {pool}: backend {addr} readmitted by health check");
                     }
                 });
@@ -79,7 +84,12 @@ impl Pool {
             }
         })?;
         let RetryPolicy { budget_ratio, budget_min, .. } = settings.retry;
+        for m in members.iter() {
+            metrics.set_healthy(&m.addr.to_string(), true);
+            metrics.set_ejected(&m.addr.to_string(), false);
+        }
         Ok(Pool {
+            metrics,
             name: name.to_owned(),
             settings: settings.clone(),
             selector,
@@ -98,6 +108,7 @@ impl Pool {
     /// in-flight limit. `None` when the pool is at its limit.
     pub fn admit(self: &Arc<Self>) -> Option<InFlight> {
         let now = self.inflight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.metrics.inflight.inc();
         let guard = InFlight(self.clone());
         if self.settings.max_inflight.is_some_and(|max| now > max) {
             return None;
@@ -161,7 +172,9 @@ impl Pool {
     /// Takes a retry from the budget.
     pub fn try_retry(&self) -> bool {
         let ok = self.budget.try_retry();
-        if !ok {
+        if ok {
+            self.metrics.retries.inc();
+        } else {
             log::debug!(target: "fastproxy::pool", "pool {}: retry budget exhausted", self.name);
         }
         ok
@@ -187,9 +200,12 @@ impl Pool {
         match transition {
             Transition::None => {}
             Transition::Ejected(time) => {
+                self.metrics.ejections.inc();
+                self.metrics.set_ejected(&addr.to_string(), true);
                 log::info!(target: "fastproxy::pool", "pool {}: backend {addr} ejected for {time:?}", self.name)
             }
             Transition::Readmitted => {
+                self.metrics.set_ejected(&addr.to_string(), false);
                 log::info!(target: "fastproxy::pool", "pool {}: backend {addr} readmitted", self.name)
             }
         }
@@ -208,10 +224,10 @@ pub struct Pools {
 
 impl Pools {
     /// Builds every configured pool.
-    pub fn build(upstreams: &BTreeMap<String, Upstream>) -> std::io::Result<Self> {
+    pub fn build(upstreams: &BTreeMap<String, Upstream>, metrics: &Metrics) -> std::io::Result<Self> {
         let mut by_name = BTreeMap::new();
         for (name, settings) in upstreams {
-            by_name.insert(name.clone(), Arc::new(Pool::new(name, settings)?));
+            by_name.insert(name.clone(), Arc::new(Pool::new(name, settings, metrics.pool(name))?));
         }
         Ok(Pools { by_name })
     }

@@ -28,6 +28,7 @@ use super::outbound::{hex_prefix, strip_hop_by_hop, strip_response_hop_by_hop, W
 use super::Attempts;
 use crate::error::{self, to_pingora, ProxyError, Role};
 use crate::http::{self as h, now_ms};
+use crate::metrics::Metrics;
 use crate::policy::Denial;
 use crate::pools::Pool;
 use crate::state::{Shared, Snapshot};
@@ -46,14 +47,15 @@ const VERIFY_FIRST_MAX: u64 = 64 * 1024;
 pub struct Inbound {
     shared: Shared,
     replay: Arc<ReplayGuard>,
+    metrics: Arc<Metrics>,
     rng: SystemRandom,
 }
 
 impl Inbound {
     /// A proxy reading its config from `shared`, remembering nonces in `replay`
     /// (kept across config reloads so a reload never re-opens the window).
-    pub fn new(shared: Shared, replay: Arc<ReplayGuard>) -> Self {
-        Inbound { shared, replay, rng: SystemRandom::new() }
+    pub fn new(shared: Shared, replay: Arc<ReplayGuard>, metrics: Arc<Metrics>) -> Self {
+        Inbound { shared, replay, metrics, rng: SystemRandom::new() }
     }
 }
 
@@ -93,6 +95,7 @@ enum Body {
 /// Per-request state.
 pub struct Ctx {
     started: Instant,
+    known: super::Known,
     accepted: Option<Accepted>,
     body: Body,
     body_started: bool,
@@ -109,6 +112,7 @@ impl ProxyHttp for Inbound {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             started: Instant::now(),
+            known: super::Known::default(),
             accepted: None,
             body: Body::Empty,
             body_started: false,
@@ -125,7 +129,7 @@ impl ProxyHttp for Inbound {
             self.health(session, &service).await?;
             return Ok(true);
         }
-        let result = match self.accept(session) {
+        let result = match self.accept(session, &mut ctx.known) {
             Ok((accepted, opener)) => verify_small_body(session, opener).await.map(|body| (accepted, body)),
             Err(e) => Err(e),
         };
@@ -267,15 +271,22 @@ impl ProxyHttp for Inbound {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        let (caller, service) = ctx.accepted.as_ref().map_or(("", ""), |a| (a.caller.as_str(), a.service.as_str()));
-        super::access_log(Role::Inbound, session, caller, service, ctx.started, &ctx.attempts, ctx.error.as_ref());
+        super::finish(
+            Role::Inbound,
+            session,
+            ctx.known.labels(),
+            ctx.started,
+            &ctx.attempts,
+            ctx.error.as_ref(),
+            &self.metrics,
+        );
     }
 }
 
 impl Inbound {
     /// Every check that needs only the headers, cheapest first: route, parse,
     /// signature, freshness and replay, caller policy, rate, deadline.
-    fn accept(&self, session: &mut Session) -> Result<(Accepted, Opener), ProxyError> {
+    fn accept(&self, session: &mut Session, known: &mut super::Known) -> Result<(Accepted, Opener), ProxyError> {
         let snap = self.shared.load_full();
         let inb = snap.config.inbound.as_ref().ok_or(ProxyError::Internal)?;
         let req = session.req_header();
@@ -287,6 +298,7 @@ impl Inbound {
         h::check_path(path)?;
         let pool_name = inb.services.get(service).ok_or(ProxyError::UnknownService)?;
         let pool = snap.pools.get(pool_name).ok_or(ProxyError::Internal)?.clone();
+        known.service = Some(service.to_owned());
         let query = req.uri.query().unwrap_or("");
         let get = |n: &str| h::header_str(&req.headers, n);
         let method = req.method.as_str();
@@ -295,6 +307,7 @@ impl Inbound {
         let now = now_ms();
         self.replay.check(&env.nonce, env.timestamp_ms, now).map_err(ProxyError::Request)?;
         let policy = inb.callers.get(env.caller).ok_or(ProxyError::Denied(Denial::UnknownCaller))?;
+        known.caller = Some(env.caller.to_owned());
         policy.check_protection(&env).map_err(ProxyError::Denied)?;
         policy.authorize(service, below, method).map_err(ProxyError::Denied)?;
         if env.deadline_ms.is_some_and(|d| d <= now) {

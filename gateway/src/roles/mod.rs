@@ -15,6 +15,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::config::HashKey;
 use crate::error::{self, ProxyError, Role};
 use crate::http::now_ms;
+use crate::metrics::{Metrics, RequestRecord};
 use crate::pools::{InFlight, Outcome, Pool};
 
 /// Upstream attempts of one request: which backends were tried, the pool's
@@ -32,6 +33,9 @@ pub struct Attempts {
     pub current: Option<SocketAddr>,
     pool: Option<Arc<Pool>>,
     _inflight: Option<InFlight>,
+    /// When the first attempt started, and how long until a response header.
+    upstream_started: Option<Instant>,
+    upstream_time: Option<Duration>,
 }
 
 impl Attempts {
@@ -47,6 +51,7 @@ impl Attempts {
         if self.pool.is_none() {
             self._inflight = Some(pool.admit().ok_or(ProxyError::PoolOverloaded)?);
             self.pool = Some(pool.clone());
+            self.upstream_started = Some(Instant::now());
         }
         let addr = pool.select(key, &self.failed).ok_or(ProxyError::NoHealthyUpstream)?;
         self.tries += 1;
@@ -57,15 +62,18 @@ impl Attempts {
     /// A connect failure: nothing was sent, so any method may be retried on
     /// another backend, within the attempt limit, deadline and budget.
     pub fn connect_failed(&mut self, mut e: Box<Error>, deadline_ms: Option<u64>) -> Box<Error> {
-        let retry = self.failure(true) && self.may_retry(deadline_ms);
+        let retry = self.blame(true) && self.may_retry(deadline_ms);
         e.set_retry(retry);
         e
     }
 
     /// A failure after the request was (partly) sent. Retried only when the
     /// caller says it is safe (`replayable`: idempotent method, body still
-    /// available) and limits allow. A dropped reused connection says little
-    /// about the backend, so it does not count towards ejection.
+    /// available) and limits allow. A dropped pooled connection says little
+    /// about the backend (idle timeout, restart), so it is not held against
+    /// it; otherwise the backend is avoided for the retry unless it is the
+    /// only one (a restarting single backend, e.g. during an upgrade, is
+    /// worth a second try).
     pub fn failed_after_send(
         &mut self,
         mut e: Box<Error>,
@@ -73,30 +81,36 @@ impl Attempts {
         reused: bool,
         deadline_ms: Option<u64>,
     ) -> Box<Error> {
-        let blame = !reused || matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout);
-        let retry = self.failure(blame) && replayable && self.may_retry(deadline_ms);
+        let timed_out = matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout);
+        if !reused || timed_out {
+            self.blame(false);
+        }
+        let attempts_left = self.tries < self.pool.as_ref().map_or(0, |p| p.max_attempts());
+        let retry = attempts_left && replayable && self.may_retry(deadline_ms);
         e.set_retry(retry);
         e
     }
 
     /// The backend answered with `status`.
     pub fn responded(&mut self, status: u16) {
+        self.upstream_time = self.upstream_started.map(|t| t.elapsed());
         if let (Some(pool), Some(addr)) = (&self.pool, self.current) {
             let outcome = if pool.is_failure_status(status) { Outcome::Failure } else { Outcome::Success };
             pool.report(addr, outcome);
         }
     }
 
-    /// Records a failed attempt; true when the request could go elsewhere.
-    fn failure(&mut self, blame: bool) -> bool {
+    /// Records a failed attempt against the current backend and excludes it
+    /// from this request's next attempts (the last one left only when
+    /// `exclude_last`); true when another backend remains.
+    fn blame(&mut self, exclude_last: bool) -> bool {
         let (Some(pool), Some(addr)) = (&self.pool, self.current) else { return false };
-        if blame {
-            pool.report(addr, Outcome::Failure);
-        }
-        if !self.failed.contains(&addr) {
+        pool.report(addr, Outcome::Failure);
+        let others_left = self.failed.len() + 1 < pool.len();
+        if !self.failed.contains(&addr) && (exclude_last || others_left) {
             self.failed.push(addr);
         }
-        self.failed.len() < pool.len() && self.tries < pool.max_attempts()
+        others_left && self.tries < pool.max_attempts()
     }
 
     fn may_retry(&mut self, deadline_ms: Option<u64>) -> bool {
@@ -190,34 +204,79 @@ pub async fn fail_to_proxy(session: &mut Session, role: Role, err: Option<ProxyE
     FailToProxy { error_code: err.status(), can_reuse_downstream: false }
 }
 
-/// Writes one access-log line (target `fastproxy::access`): never a body,
-/// a secret, or a query string.
-#[allow(clippy::too_many_arguments)]
-pub fn access_log(
+/// What a finished request is labelled with: configured names only.
+pub struct Labels<'a> {
+    /// Configured caller, or `unknown`.
+    pub caller: &'a str,
+    /// Configured service, or `unknown`.
+    pub service: &'a str,
+}
+
+/// The caller and service of a request, recorded once they are known to be
+/// configured (and, at the inbound proxy, the caller once its signature
+/// verified): request values never become metric labels.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// The caller.
+    pub caller: Option<String>,
+    /// The callee service.
+    pub service: Option<String>,
+}
+
+impl Known {
+    /// Labels for logs and metrics.
+    pub fn labels(&self) -> Labels<'_> {
+        Labels {
+            caller: self.caller.as_deref().unwrap_or("unknown"),
+            service: self.service.as_deref().unwrap_or("unknown"),
+        }
+    }
+}
+
+/// Records a finished request: one access-log line (target
+/// `fastproxy::access`; never a body, a secret, or a query string) and its
+/// metrics.
+pub fn finish(
     role: Role,
     session: &Session,
-    caller: &str,
-    service: &str,
+    labels: Labels<'_>,
     started: Instant,
     attempts: &Attempts,
     error: Option<&ProxyError>,
+    metrics: &Metrics,
 ) {
+    let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    let (bytes_in, bytes_out) = (session.body_bytes_read() as u64, session.body_bytes_sent() as u64);
+    let total = started.elapsed();
+    metrics.request(&RequestRecord {
+        role,
+        caller: labels.caller,
+        service: labels.service,
+        status,
+        error: error.map(ProxyError::code),
+        total,
+        upstream: attempts.upstream_time,
+        bytes_in,
+        bytes_out,
+    });
     if !log::log_enabled!(target: "fastproxy::access", log::Level::Info) {
         return;
     }
     let req = session.req_header();
-    let status = session.response_written().map_or(0, |r| r.status.as_u16());
     let upstream = attempts.current.map(|a| a.to_string());
     log::info!(
         target: "fastproxy::access",
-        "role={} caller={} service={} method={} path={} status={} ms={} tries={} retries={} upstream={} error={}",
+        "role={} caller={} service={} method={} path={} status={} ms={} upstream_ms={} in={} out={} tries={} retries={} upstream={} error={}",
         role.name(),
-        if caller.is_empty() { "-" } else { caller },
-        if service.is_empty() { "-" } else { service },
+        labels.caller,
+        labels.service,
         req.method,
         req.uri.path(),
         status,
-        started.elapsed().as_millis(),
+        total.as_millis(),
+        attempts.upstream_time.map_or(-1, |d| d.as_millis() as i64),
+        bytes_in,
+        bytes_out,
         attempts.tries,
         attempts.retries,
         upstream.as_deref().unwrap_or("-"),

@@ -25,6 +25,7 @@ use super::Attempts;
 use crate::config::Seal;
 use crate::error::{self, to_pingora, ProxyError, Role, ERROR_CODE, ERROR_SOURCE};
 use crate::http::{self as h, now_ms};
+use crate::metrics::Metrics;
 use crate::pools::Pool;
 use crate::state::{Shared, Snapshot};
 
@@ -47,13 +48,14 @@ const PRESEAL_MAX: u64 = 64 * 1024;
 /// The outbound proxy.
 pub struct Outbound {
     shared: Shared,
+    metrics: Arc<Metrics>,
     rng: SystemRandom,
 }
 
 impl Outbound {
-    /// A proxy reading its config from `shared`.
-    pub fn new(shared: Shared) -> Self {
-        Outbound { shared, rng: SystemRandom::new() }
+    /// A proxy reading its config from `shared`, counting into `metrics`.
+    pub fn new(shared: Shared, metrics: Arc<Metrics>) -> Self {
+        Outbound { shared, metrics, rng: SystemRandom::new() }
     }
 }
 
@@ -95,6 +97,7 @@ enum Reply {
 /// Per-request state.
 pub struct Ctx {
     started: Instant,
+    known: super::Known,
     plan: Option<Plan>,
     attempts: Attempts,
     /// Plaintext read up front (compressed small bodies).
@@ -115,6 +118,7 @@ impl ProxyHttp for Outbound {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             started: Instant::now(),
+            known: super::Known::default(),
             plan: None,
             attempts: Attempts::default(),
             small_body: None,
@@ -128,7 +132,7 @@ impl ProxyHttp for Outbound {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let result = match self.plan(session) {
+        let result = match self.plan(session, &mut ctx.known) {
             Ok(plan) => read_small_body(session, &plan).await.map(|small| (plan, small)),
             Err(e) => Err(e),
         };
@@ -270,14 +274,21 @@ impl ProxyHttp for Outbound {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        let (caller, service) = ctx.plan.as_ref().map_or(("", ""), |p| (p.caller.as_str(), p.service.as_str()));
-        super::access_log(Role::Outbound, session, caller, service, ctx.started, &ctx.attempts, ctx.error.as_ref());
+        super::finish(
+            Role::Outbound,
+            session,
+            ctx.known.labels(),
+            ctx.started,
+            &ctx.attempts,
+            ctx.error.as_ref(),
+            &self.metrics,
+        );
     }
 }
 
 impl Outbound {
     /// Routes the request and decides how to seal it. Nothing is sent yet.
-    fn plan(&self, session: &mut Session) -> Result<Plan, ProxyError> {
+    fn plan(&self, session: &mut Session, known: &mut super::Known) -> Result<Plan, ProxyError> {
         let snap = self.shared.load_full();
         let body_empty = session.is_body_empty();
         let out = snap.config.outbound.as_ref().ok_or(ProxyError::Internal)?;
@@ -289,12 +300,14 @@ impl Outbound {
         let (service, _) = h::split_target(path)?;
         h::check_path(path)?;
         let route = out.routes.get(service).ok_or(ProxyError::UnknownService)?;
+        known.service = Some(service.to_owned());
         let pool = snap.pools.get(&route.upstream).ok_or(ProxyError::Internal)?.clone();
         let caller = match &out.caller {
             Some(fixed) => fixed.clone(),
             None => h::header_str(&req.headers, &out.caller_header).ok_or(ProxyError::MissingCaller)?.to_owned(),
         };
         let seal = out.callers.get(&caller).ok_or(ProxyError::UnknownCaller)?.clone();
+        known.caller = Some(caller.clone());
         let deadline_ms = match h::header_str(&req.headers, &out.timeout_header) {
             Some(t) => {
                 let ms: u64 = t.trim().parse().map_err(|_| ProxyError::BadRequest("invalid timeout header"))?;

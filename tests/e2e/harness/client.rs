@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::wire::{self, Digest, Head};
 
+#[derive(Clone)]
 pub enum Body {
     None,
     /// Sent with Content-Length.
@@ -17,6 +18,7 @@ pub enum Body {
     Pattern(u64),
 }
 
+#[derive(Clone)]
 pub struct Request {
     pub method: String,
     pub target: String,

@@ -57,6 +57,9 @@ pub struct Pair {
     pub inbound: Proxy,
     pub out_addr: SocketAddr,
     pub in_addr: SocketAddr,
+    /// Admin listeners of the outbound and inbound proxy.
+    pub out_admin: SocketAddr,
+    pub in_admin: SocketAddr,
     pub relay: Option<Relay>,
     pub callees: Vec<Upstream>,
     pub callee_addr: SocketAddr,
@@ -78,14 +81,24 @@ impl Pair {
                 .collect(),
         };
         let callee_addr = opts.dead_callees.as_ref().map_or_else(|| callees[0].addr, |a| a[0]);
-        let in_port = proxy::free_port();
-        let inbound = Proxy::start(&inbound_yaml(in_port, &backends.join(", "), &opts), &[in_port]);
+        let (in_port, in_admin) = (proxy::free_port(), proxy::free_port());
+        let inbound = Proxy::start(&inbound_yaml(in_port, in_admin, &backends.join(", "), &opts), &[in_port, in_admin]);
         let in_addr = proxy::addr(in_port);
         let relay = opts.relay.then(|| Relay::start(proxy::listener(), in_addr));
         let hop = relay.as_ref().map_or(in_addr, |r| r.addr);
-        let out_port = proxy::free_port();
-        let outbound = Proxy::start(&outbound_yaml(out_port, hop, &opts), &[out_port]);
-        Pair { outbound, inbound, out_addr: proxy::addr(out_port), in_addr, relay, callees, callee_addr }
+        let (out_port, out_admin) = (proxy::free_port(), proxy::free_port());
+        let outbound = Proxy::start(&outbound_yaml(out_port, out_admin, hop, &opts), &[out_port, out_admin]);
+        Pair {
+            outbound,
+            inbound,
+            out_addr: proxy::addr(out_port),
+            in_addr,
+            out_admin: proxy::addr(out_admin),
+            in_admin: proxy::addr(in_admin),
+            relay,
+            callees,
+            callee_addr,
+        }
     }
 
     pub fn callee(&self) -> &Upstream {
@@ -108,8 +121,9 @@ fn keys_yaml(ghost: bool) -> String {
     y
 }
 
-fn outbound_yaml(port: u16, inbound: SocketAddr, o: &Options) -> String {
+fn outbound_yaml(port: u16, admin: u16, inbound: SocketAddr, o: &Options) -> String {
     let mut y = keys_yaml(true);
+    y.push_str(&format!("admin:\n  listen: [\"127.0.0.1:{admin}\"]\n"));
     y.push_str(&format!(
         "outbound:\n  listen: [\"127.0.0.1:{port}\"]\n  max_body: {}\n  max_response_body: 256MiB\n  callers:\n",
         o.outbound_max_body
@@ -123,14 +137,16 @@ fn outbound_yaml(port: u16, inbound: SocketAddr, o: &Options) -> String {
     y.push_str("    ghost: { aead_key: ghost-key, sign_key: sign-v1 }\n");
     y.push_str("    limited: { aead_key: room-v2, sign_key: sign-v1 }\n");
     y.push_str("    acl: { aead_key: room-v2, sign_key: sign-v1 }\n");
+    y.push_str("    slow: { aead_key: room-v2, sign_key: sign-v1 }\n");
     y.push_str("  routes:\n    token_service: { upstream: inbound }\n");
     let extra = if o.outbound_pool.is_empty() { String::new() } else { format!(", {}", o.outbound_pool) };
     y.push_str(&format!("upstreams:\n  inbound: {{ backends: [\"{inbound}\"], read_timeout: 30s{extra} }}\n"));
     y
 }
 
-fn inbound_yaml(port: u16, backends: &str, o: &Options) -> String {
+fn inbound_yaml(port: u16, admin: u16, backends: &str, o: &Options) -> String {
     let mut y = keys_yaml(false);
+    y.push_str(&format!("admin:\n  listen: [\"127.0.0.1:{admin}\"]\n"));
     y.push_str(&format!(
         "inbound:\n  listen: [\"127.0.0.1:{port}\"]\n  max_skew: {}\n  max_body: {}\n  services:\n    token_service: {{ upstream: callee }}\n  callers:\n",
         o.max_skew, o.inbound_max_body
@@ -148,6 +164,7 @@ fn inbound_yaml(port: u16, backends: &str, o: &Options) -> String {
     y.push_str(&format!("    ghost: {{ keys: [room-v2, sign-v1], allow: {any} }}\n"));
     y.push_str("    limited: { keys: [room-v2, sign-v1], allow: [{ service: token_service, path_prefix: /, methods: [\"*\"], qps: 50 }] }\n");
     y.push_str("    acl: { keys: [room-v2, sign-v1], allow: [{ service: token_service, path: /api/allowed, methods: [GET] }] }\n");
+    y.push_str("    slow: { keys: [room-v2, sign-v1], allow: [{ service: token_service, path_prefix: /, methods: [\"*\"], qps: 1 }] }\n");
     let mut settings = vec![format!("backends: [{backends}]")];
     for (key, default) in [("read_timeout", "read_timeout: 10s"), ("connect_timeout", "connect_timeout: 500ms")] {
         if !o.pool.contains(key) {

@@ -5,6 +5,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A listener on a free loopback port (kept open until handed over).
@@ -18,13 +19,32 @@ pub fn free_port() -> u16 {
     listener().local_addr().expect("addr").port()
 }
 
+/// An address where nothing listens: connecting is refused at once. (No test
+/// binds 127.0.0.77, so no other test can take the port meanwhile.)
+pub fn dead_addr(n: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 77], n))
+}
+
 pub fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 pub struct Proxy {
     child: Child,
+    log_name: &'static str,
     pub dir: PathBuf,
+    _dir: Arc<TempDir>,
+}
+
+/// Removes a test directory when the last instance using it is gone.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -33,6 +53,11 @@ impl Proxy {
     /// Starts fastproxy with `config` (fastproxy YAML) and waits until every
     /// port in `ports` accepts connections.
     pub fn start(config: &str, ports: &[u16]) -> Proxy {
+        Self::start_with_grace(config, ports, 1)
+    }
+
+    /// Like [`Proxy::start`] with Pingora's grace period set to `grace` s.
+    pub fn start_with_grace(config: &str, ports: &[u16], grace: u32) -> Proxy {
         let dir = std::env::temp_dir().join(format!(
             "fastproxy-e2e-{}-{}",
             std::process::id(),
@@ -40,23 +65,13 @@ impl Proxy {
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let pingora = format!(
-            "---\nversion: 1\nthreads: 2\ngrace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1\npid_file: {0}/fp.pid\nupgrade_sock: {0}/fp_upgrade.sock\n",
+            "---\nversion: 1\nthreads: 2\ngrace_period_seconds: {grace}\ngraceful_shutdown_timeout_seconds: 1\npid_file: {0}/fp.pid\nupgrade_sock: {0}/fp_upgrade.sock\n",
             dir.display()
         );
         std::fs::write(dir.join("pingora.yaml"), pingora).expect("write conf");
         std::fs::write(dir.join("fastproxy.yaml"), config).expect("write config");
-        let log = std::fs::File::create(dir.join("fastproxy.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_fastproxy"))
-            .arg("-c")
-            .arg(dir.join("pingora.yaml"))
-            .arg("-f")
-            .arg(dir.join("fastproxy.yaml"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn fastproxy");
-        let mut proxy = Proxy { child, dir };
+        let child = spawn(&dir, false, "fastproxy.log");
+        let mut proxy = Proxy { child, log_name: "fastproxy.log", _dir: Arc::new(TempDir(dir.clone())), dir };
         let deadline = Instant::now() + Duration::from_secs(20);
         for port in ports {
             while TcpStream::connect(addr(*port)).is_err() {
@@ -74,8 +89,33 @@ impl Proxy {
         self.child.id()
     }
 
+    /// Starts a second instance on the same files with `-u`: it takes the
+    /// listeners over once this one gets SIGQUIT.
+    pub fn start_upgrade(&self) -> Proxy {
+        let child = spawn(&self.dir, true, "fastproxy-new.log");
+        Proxy { child, log_name: "fastproxy-new.log", dir: self.dir.clone(), _dir: self._dir.clone() }
+    }
+
+    /// Sends `signal` (e.g. "TERM", "QUIT") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit; how long it took.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("fastproxy.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join(self.log_name)).unwrap_or_default()
     }
 
     /// Peak resident memory (VmHWM) in KiB.
@@ -90,12 +130,19 @@ impl Proxy {
     }
 }
 
+fn spawn(dir: &std::path::Path, upgrade: bool, log: &str) -> Child {
+    let log = std::fs::File::create(dir.join(log)).expect("log file");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fastproxy"));
+    cmd.arg("-c").arg(dir.join("pingora.yaml")).arg("-f").arg(dir.join("fastproxy.yaml"));
+    if upgrade {
+        cmd.arg("-u");
+    }
+    cmd.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().expect("spawn fastproxy")
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
     }
 }

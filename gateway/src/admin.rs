@@ -1,0 +1,83 @@
+//! The admin listener, separate from the data ports: `/healthz` (the process
+//! is alive), `/readyz` (config loaded and every pool in use has a backend to
+//! send to), `/metrics` (Prometheus text format) and `/config` (the running
+//! config, secrets redacted).
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::{HttpServer, ServeHttp};
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+
+use crate::state::{Shared, Snapshot};
+
+/// The admin HTTP app.
+pub struct Admin {
+    shared: Shared,
+}
+
+/// Builds the admin server for `shared`.
+pub fn server(shared: Shared) -> HttpServer<Admin> {
+    HttpServer::new_app(Admin { shared })
+}
+
+fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut r = Response::new(body);
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    let len = r.body().len();
+    r.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    r
+}
+
+fn json_reply(status: u16, v: serde_json::Value) -> Response<Vec<u8>> {
+    reply(status, "application/json", v.to_string().into_bytes())
+}
+
+/// Pools the roles route to, with whether each can take a request now.
+fn readiness(snap: &Snapshot) -> (bool, serde_json::Map<String, serde_json::Value>) {
+    let mut used: Vec<&str> = Vec::new();
+    if let Some(o) = &snap.config.outbound {
+        used.extend(o.routes.values().map(|r| r.upstream.as_str()));
+    }
+    if let Some(i) = &snap.config.inbound {
+        used.extend(i.services.values().map(String::as_str));
+    }
+    used.sort_unstable();
+    used.dedup();
+    let mut pools = serde_json::Map::new();
+    let mut ready = true;
+    for name in used {
+        let up = snap.pools.get(name).is_some_and(|p| p.has_available());
+        ready &= up;
+        pools.insert(name.to_owned(), json!(if up { "ready" } else { "no backend available" }));
+    }
+    (ready, pools)
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_owned();
+        match path.as_str() {
+            "/healthz" => json_reply(200, json!({ "status": "alive" })),
+            "/readyz" => {
+                let snap = self.shared.load();
+                let (ready, pools) = readiness(&snap);
+                json_reply(if ready { 200 } else { 503 }, json!({ "ready": ready, "pools": pools }))
+            }
+            "/metrics" => {
+                let (content_type, body) = crate::metrics::render();
+                reply(200, &content_type, body)
+            }
+            "/config" => json_reply(200, crate::config::view::render(&self.shared.load().config)),
+            _ => json_reply(
+                404,
+                json!({ "error": { "code": "not_found", "message": "admin paths: /healthz /readyz /metrics /config" } }),
+            ),
+        }
+    }
+}

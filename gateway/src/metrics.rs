@@ -1,0 +1,175 @@
+//! Prometheus metrics, registered in the registry `pingora-prometheus` serves
+//! (the `prometheus` crate's default one) and exposed on the admin listener.
+//!
+//! Label values come only from config (callers, services, pools, backends)
+//! or from fixed sets (roles, status classes, error codes): a request can
+//! never create a new series. Paths are never labels.
+
+use std::time::Duration;
+
+use pingora_prometheus::prometheus::{
+    self, exponential_buckets, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
+
+use crate::error::Role;
+
+/// Every metric fastproxy exports.
+pub struct Metrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    bytes: IntCounterVec,
+    errors: IntCounterVec,
+    retries: IntCounterVec,
+    ejections: IntCounterVec,
+    inflight: IntGaugeVec,
+    backend_up: IntGaugeVec,
+    backend_ejected: IntGaugeVec,
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    prometheus::register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    prometheus::register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn histogram(name: &str, help: &str) -> prometheus::Result<HistogramVec> {
+    // 0.5 ms … ~8 s.
+    let buckets = exponential_buckets(0.0005, 2.0, 15)?;
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["role"])?;
+    prometheus::register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+/// What one finished request contributes.
+pub struct RequestRecord<'a> {
+    /// Which proxy.
+    pub role: Role,
+    /// Configured caller name, or `unknown`.
+    pub caller: &'a str,
+    /// Configured service name, or `unknown`.
+    pub service: &'a str,
+    /// Status sent to the client; 0 when none was.
+    pub status: u16,
+    /// Error code, when the proxy produced an error.
+    pub error: Option<&'static str>,
+    /// Whole request time.
+    pub total: Duration,
+    /// From the first upstream attempt to the response header, when reached.
+    pub upstream: Option<Duration>,
+    /// Body bytes read from the client.
+    pub bytes_in: u64,
+    /// Body bytes sent to the client.
+    pub bytes_out: u64,
+}
+
+impl Metrics {
+    /// Creates and registers every metric. Call once per process.
+    pub fn register() -> prometheus::Result<Self> {
+        Ok(Metrics {
+            requests: counter(
+                "fastproxy_requests_total",
+                "Requests handled, by role, caller, callee service and status class.",
+                &["role", "caller", "service", "class"],
+            )?,
+            duration: histogram("fastproxy_request_duration_seconds", "Whole request time at this proxy.")?,
+            upstream_duration: histogram(
+                "fastproxy_upstream_duration_seconds",
+                "Time from the first upstream attempt to the upstream response header.",
+            )?,
+            bytes: counter("fastproxy_body_bytes_total", "Body bytes from (in) and to (out) clients.", &["role", "direction"])?,
+            errors: counter(
+                "fastproxy_errors_total",
+                "Requests the proxy answered with an error (or aborted), by stable error code: seal/open failures, denials, rate limits, upstream failures.",
+                &["role", "code"],
+            )?,
+            retries: counter("fastproxy_upstream_retries_total", "Retries granted, by pool.", &["pool"])?,
+            ejections: counter("fastproxy_upstream_ejections_total", "Backends ejected by outlier detection, by pool.", &["pool"])?,
+            inflight: gauge("fastproxy_upstream_inflight", "Requests in flight to the pool.", &["pool"])?,
+            backend_up: gauge(
+                "fastproxy_upstream_backend_healthy",
+                "1 when the active health check sees the backend up (1 without health checks).",
+                &["pool", "backend"],
+            )?,
+            backend_ejected: gauge("fastproxy_upstream_backend_ejected", "1 while the backend is ejected.", &["pool", "backend"])?,
+        })
+    }
+
+    /// Records a finished request.
+    pub fn request(&self, r: &RequestRecord<'_>) {
+        let role = r.role.name();
+        let class = match r.status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "none",
+        };
+        self.requests.with_label_values(&[role, r.caller, r.service, class]).inc();
+        self.duration.with_label_values(&[role]).observe(r.total.as_secs_f64());
+        if let Some(u) = r.upstream {
+            self.upstream_duration.with_label_values(&[role]).observe(u.as_secs_f64());
+        }
+        self.bytes.with_label_values(&[role, "in"]).inc_by(r.bytes_in);
+        self.bytes.with_label_values(&[role, "out"]).inc_by(r.bytes_out);
+        if let Some(code) = r.error {
+            self.errors.with_label_values(&[role, code]).inc();
+        }
+    }
+
+    /// Pre-labelled handles for one pool.
+    pub fn pool(&self, pool: &str) -> PoolMetrics {
+        PoolMetrics {
+            retries: self.retries.with_label_values(&[pool]),
+            ejections: self.ejections.with_label_values(&[pool]),
+            inflight: self.inflight.with_label_values(&[pool]),
+            backend_up: self.backend_up.clone(),
+            backend_ejected: self.backend_ejected.clone(),
+            pool: pool.to_owned(),
+        }
+    }
+}
+
+/// One pool's metrics.
+#[derive(Clone)]
+pub struct PoolMetrics {
+    /// Retries granted.
+    pub retries: IntCounter,
+    /// Ejections.
+    pub ejections: IntCounter,
+    /// In-flight requests.
+    pub inflight: IntGauge,
+    backend_up: IntGaugeVec,
+    backend_ejected: IntGaugeVec,
+    pool: String,
+}
+
+impl PoolMetrics {
+    /// Sets a backend's health.
+    pub fn set_healthy(&self, backend: &str, up: bool) {
+        self.backend_up.with_label_values(&[&self.pool, backend]).set(i64::from(up));
+    }
+
+    /// Sets a backend's ejection state.
+    pub fn set_ejected(&self, backend: &str, ejected: bool) {
+        self.backend_ejected.with_label_values(&[&self.pool, backend]).set(i64::from(ejected));
+    }
+}
+
+/// The text exposition of every registered metric.
+pub fn render() -> (String, Vec<u8>) {
+    use prometheus::Encoder;
+    let encoder = prometheus::TextEncoder::new();
+    let mut out = Vec::new();
+    if let Err(e) = encoder.encode(&prometheus::gather(), &mut out) {
+        log::warn!("encoding metrics failed: {e}");
+    }
+    (encoder.format_type().to_owned(), out)
+}

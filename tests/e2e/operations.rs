@@ -1,0 +1,317 @@
+//! Operations: metrics, readiness, the config view, `fastproxy check`,
+//! graceful shutdown and zero-downtime upgrade.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::harness::client::{send, Body, Request};
+use crate::harness::config::{caller, Options, Pair};
+use crate::harness::proxy::{self, Proxy};
+use crate::harness::upstream::{Mode, Upstream};
+
+fn admin(addr: std::net::SocketAddr, path: &str) -> crate::harness::client::Response {
+    send(addr, Request::new("GET", path)).expect("admin request")
+}
+
+/// Sums the samples of `name` whose labels include every `(key, value)`.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if metric != name {
+                return None;
+            }
+            let have: BTreeMap<&str, &str> = rest
+                .trim_end_matches('}')
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k, v.trim_matches('"')))
+                .collect();
+            labels.iter().all(|(k, v)| have.get(k) == Some(v)).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+fn call(pair: &Pair, who: &str, method: &str, target: &str) -> u16 {
+    let req = Request::new(method, target).header("x-fp-caller", who);
+    let req = if method == "POST" { req.body(Body::Bytes(b"{}".to_vec())) } else { req };
+    send(pair.out_addr, req).expect("request").status
+}
+
+#[test]
+fn metrics_count_a_known_mix_exactly() {
+    let pair = Pair::start(Options::default());
+    let ok = caller("aes", "none");
+    for _ in 0..3 {
+        assert_eq!(call(&pair, &ok, "GET", "/token_service/a"), 200);
+    }
+    assert_eq!(call(&pair, "ghost", "GET", "/token_service/a"), 401);
+    for _ in 0..2 {
+        assert_eq!(call(&pair, "acl", "GET", "/token_service/api/other"), 403);
+    }
+    assert_eq!(call(&pair, "slow", "GET", "/token_service/a"), 200);
+    for _ in 0..2 {
+        assert_eq!(call(&pair, "slow", "GET", "/token_service/a"), 429);
+    }
+    pair.callee().set_mode(Mode::DieAfterRequest);
+    assert_eq!(call(&pair, &ok, "POST", "/token_service/pay"), 502);
+
+    let text = admin(pair.in_admin, "/metrics").text();
+    let inbound =
+        |labels: &[(&str, &str)]| metric(&text, "fastproxy_requests_total", &[&[("role", "inbound")], labels].concat());
+    let errors = |code: &str| metric(&text, "fastproxy_errors_total", &[("role", "inbound"), ("code", code)]);
+    assert_eq!(inbound(&[("caller", &ok), ("service", "token_service"), ("class", "2xx")]), 3.0, "{text}");
+    assert_eq!(inbound(&[("caller", &ok), ("class", "5xx")]), 1.0);
+    assert_eq!(inbound(&[("caller", "unknown"), ("class", "4xx")]), 1.0, "the forged caller is not a label");
+    assert_eq!(inbound(&[("caller", "acl"), ("class", "4xx")]), 2.0);
+    assert_eq!(inbound(&[("caller", "slow"), ("class", "2xx")]), 1.0);
+    assert_eq!(inbound(&[("caller", "slow"), ("class", "4xx")]), 2.0);
+    assert_eq!(inbound(&[]), 10.0, "every request counted once");
+    assert_eq!(errors("unknown_key"), 1.0);
+    assert_eq!(errors("forbidden"), 2.0);
+    assert_eq!(errors("rate_limited"), 2.0);
+    assert_eq!(errors("upstream_failed"), 1.0);
+    assert_eq!(metric(&text, "fastproxy_errors_total", &[("role", "inbound")]), 6.0);
+    assert_eq!(metric(&text, "fastproxy_request_duration_seconds_count", &[("role", "inbound")]), 10.0);
+    assert_eq!(metric(&text, "fastproxy_upstream_duration_seconds_count", &[("role", "inbound")]), 4.0);
+    assert_eq!(metric(&text, "fastproxy_upstream_backend_healthy", &[("pool", "callee")]), 1.0);
+
+    let out = admin(pair.out_admin, "/metrics").text();
+    let outbound =
+        |labels: &[(&str, &str)]| metric(&out, "fastproxy_requests_total", &[&[("role", "outbound")], labels].concat());
+    assert_eq!(outbound(&[("class", "2xx")]), 4.0);
+    assert_eq!(outbound(&[("class", "4xx")]), 5.0);
+    assert_eq!(outbound(&[("class", "5xx")]), 1.0);
+    assert_eq!(outbound(&[("caller", "ghost"), ("class", "4xx")]), 1.0);
+    assert!(metric(&out, "fastproxy_body_bytes_total", &[("role", "outbound"), ("direction", "out")]) > 0.0);
+}
+
+#[test]
+fn readyz_follows_pool_health_and_healthz_stays_up() {
+    let pair =
+        Pair::start(Options { pool: "health_check: { interval: 100ms, timeout: 100ms }".into(), ..Options::default() });
+    assert_eq!(admin(pair.in_admin, "/readyz").status, 200);
+    assert_eq!(admin(pair.out_admin, "/readyz").status, 200);
+    pair.callee().kill();
+    let start = Instant::now();
+    while admin(pair.in_admin, "/readyz").status != 503 {
+        assert!(start.elapsed() < Duration::from_secs(5), "never unready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let body = admin(pair.in_admin, "/readyz").text();
+    assert!(body.contains("no backend available"), "{body}");
+    assert_eq!(admin(pair.in_admin, "/healthz").status, 200);
+    pair.callee().revive();
+    while admin(pair.in_admin, "/readyz").status != 200 {
+        assert!(start.elapsed() < Duration::from_secs(10), "never ready again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(admin(pair.in_admin, "/nope").status, 404);
+}
+
+#[test]
+fn the_config_view_shows_no_secret() {
+    let pair = Pair::start(Options::default());
+    for addr in [pair.in_admin, pair.out_admin] {
+        let view = admin(addr, "/config");
+        assert_eq!(view.status, 200);
+        let text = view.text();
+        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(v["keys"]["aead"]["room-v2"]["secret"], "<redacted>");
+        assert_eq!(v["keys"]["aead"]["room-v2"]["alg"], "aes-256-gcm");
+        // No secret, in hex, in any case, nor a recognisable part of one.
+        for secret in [
+            "000102030405060708090a0b0c0d0e0f",
+            "202122232425262728292a2b2c2d2e2f",
+            "404142434445464748494a4b4c4d4e4f",
+            "606162636465666768696a6b6c6d6e6f",
+        ] {
+            assert!(!text.to_lowercase().contains(secret), "a secret leaked into /config");
+            assert!(!text.to_lowercase().contains(&secret[..16]));
+        }
+    }
+    // Nor in the logs.
+    for log in [pair.inbound.log(), pair.outbound.log()] {
+        assert!(!log.contains("0102030405060708"), "a secret leaked into a log");
+    }
+}
+
+#[test]
+fn check_reports_every_mistake_with_its_path() {
+    let dir = std::env::temp_dir().join(format!("fastproxy-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/fastproxy.yaml")).unwrap();
+    let broken = demo
+        .replace("listen: [\"127.0.0.1:8034\"]", "listen: [\"127.0.0.1:80341\"]")
+        .replace("codec: none", "codec: lzma")
+        .replace("{ upstream: token-local }", "{ upstream: token-locl }");
+    std::fs::write(dir.join("broken.yaml"), broken).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fastproxy"))
+        .args(["check", "-f"])
+        .arg(dir.join("broken.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    for path in ["outbound.listen[0]", "outbound.callers.song_service.codec", "inbound.services.token_service.upstream"]
+    {
+        assert!(text.contains(&format!("{path}:")), "{path} missing in:\n{text}");
+    }
+    assert!(text.contains("3 problem(s)"), "{text}");
+    // A schema mistake names its field path too.
+    std::fs::write(
+        dir.join("typo.yaml"),
+        demo.replace("max_skew", "max_skw")
+            .replace("listen: [\"127.0.0.1:8033\"]", "listen: [\"127.0.0.1:8033\"]\n  max_skw: 5s"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fastproxy"))
+        .args(["check", "-f"])
+        .arg(dir.join("typo.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text.contains("inbound.max_skw") || text.contains("inbound:"), "{text}");
+    assert!(text.contains("unknown field `max_skw`"), "{text}");
+    // Secrets are not echoed when they are wrong.
+    std::fs::write(
+        dir.join("secret.yaml"),
+        demo.replace("404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f", "4041424344454647zz"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fastproxy"))
+        .args(["check", "-f"])
+        .arg(dir.join("secret.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("keys.hmac.sign-v1.secret"), "{text}");
+    assert!(!text.contains("4041424344454647"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish() {
+    let callee = Upstream::start();
+    let (port, admin_port) = (proxy::free_port(), proxy::free_port());
+    let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/fastproxy.yaml")).unwrap();
+    let in_port = proxy::free_port();
+    let config = demo
+        .replace("127.0.0.1:8034", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:8033", &format!("127.0.0.1:{in_port}"))
+        .replace("127.0.0.1:8101", &callee.addr.to_string())
+        .replace("127.0.0.1:9034", &format!("127.0.0.1:{admin_port}"));
+    let grace = 3;
+    let mut p = Proxy::start_with_grace(&config, &[port, in_port], grace);
+    let out = proxy::addr(port);
+    let threads: Vec<_> = (0..5)
+        .map(|_| {
+            std::thread::spawn(move || {
+                send(
+                    out,
+                    Request::new("GET", "/token_service/slow")
+                        .header("x-fp-caller", "song_service")
+                        .header("x-test-delay-ms", "1000"),
+                )
+                .map(|r| r.status)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    p.signal("TERM");
+    let statuses: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let exited = p.wait_exit(Duration::from_secs(u64::from(grace) + 4)).expect("did not exit in time");
+    eprintln!("SIGTERM: in-flight {statuses:?}; exited {exited:?} after the signal (grace {grace} s)");
+    assert!(statuses.iter().all(|s| matches!(s, Ok(200))), "{statuses:?}");
+    assert!(exited <= Duration::from_secs(u64::from(grace) + 2), "{exited:?}");
+}
+
+#[test]
+fn an_upgrade_under_load_loses_no_request() {
+    let pair = Pair::start(Options::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let reissued = Arc::new(AtomicUsize::new(0));
+    let out = pair.out_addr;
+    let load: Vec<_> = (0..4)
+        .map(|i| {
+            let (stop, ok, failed, reissued) = (stop.clone(), ok.clone(), failed.clone(), reissued.clone());
+            std::thread::spawn(move || {
+                let who = caller("aes", "none");
+                while !stop.load(Ordering::SeqCst) {
+                    let req = if i % 2 == 0 {
+                        Request::new("GET", "/token_service/item").header("x-fp-caller", &who)
+                    } else {
+                        Request::new("PUT", "/token_service/item")
+                            .header("x-fp-caller", &who)
+                            .body(Body::Bytes(vec![b'x'; 3000]))
+                    };
+                    // Like any HTTP client (RFC 9112 §9.3.1), retry an idempotent
+                    // request once when the connection closed before any byte of
+                    // a response: Pingora closes connections that have not sent
+                    // their request yet when it stops accepting.
+                    let result = match send(out, req.clone()) {
+                        Err(e) if e.to_string().contains("no response") => {
+                            reissued.fetch_add(1, Ordering::SeqCst);
+                            send(out, req)
+                        }
+                        r => r,
+                    };
+                    match result {
+                        Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::SeqCst),
+                        other => {
+                            eprintln!(
+                                "upgrade: request failed at {:?}: {:?}",
+                                t0.elapsed(),
+                                other.map(|r| (r.status, r.text()))
+                            );
+                            failed.fetch_add(1, Ordering::SeqCst)
+                        }
+                    };
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut timings = Vec::new();
+    let mut successors = Vec::new();
+    for (name, old) in [("inbound", &pair.inbound), ("outbound", &pair.outbound)] {
+        let before = ok.load(Ordering::SeqCst);
+        let new = old.start_upgrade();
+        std::thread::sleep(Duration::from_millis(500));
+        let t = Instant::now();
+        eprintln!("upgrade: SIGQUIT to the old {name} at {:?}", t0.elapsed());
+        old.signal("QUIT");
+        // The old one hands its listeners over, drains, and exits.
+        let pid = old.pid();
+        while std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+        {
+            assert!(t.elapsed() < Duration::from_secs(15), "old {name} did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        timings.push((name, t.elapsed(), ok.load(Ordering::SeqCst) - before));
+        assert!(new.log().contains("Starting service") || !new.log().is_empty(), "new {name} log: {}", new.log());
+        // The new instance serves from now on; it is stopped at the end.
+        successors.push(new);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    for t in load {
+        t.join().unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    let reissued = reissued.load(Ordering::SeqCst);
+    eprintln!(
+        "upgrade under load: {ok} ok, {failed} failed, {reissued} re-sent after a close without response; {timings:?}"
+    );
+    assert!(ok > 100, "the load ran ({ok})");
+    assert_eq!(failed, 0, "requests failed during the upgrades");
+}
