@@ -6,6 +6,8 @@
 //! snapshot → roles → Pingora services.
 
 mod admin;
+#[cfg(feature = "alloc-count")]
+mod alloc;
 mod config;
 mod error;
 mod http;
@@ -25,6 +27,10 @@ use pingora::server::configuration::Opt;
 use pingora::server::Server;
 
 use crate::state::Snapshot;
+
+#[cfg(feature = "alloc-count")]
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 /// fastproxy: seals service-to-service HTTP (compress → encrypt → sign) on the
 /// caller side and opens it on the callee side.
@@ -114,6 +120,9 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         server.add_service(svc);
         log::info!("outbound role listening on {:?}", out.listen);
+        if out.dangerous_passthrough {
+            log::warn!("outbound.dangerous_passthrough is on: requests leave UNSEALED (benchmarks only)");
+        }
     }
     if let Some(inb) = &snap.config.inbound {
         let replay = Arc::new(filters::ReplayGuard::new(inb.max_skew_ms, inb.replay_cache));
@@ -124,6 +133,9 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         server.add_service(svc);
         log::info!("inbound role listening on {:?}", inb.listen);
+        if inb.dangerous_passthrough {
+            log::warn!("inbound.dangerous_passthrough is on: requests are NOT verified (benchmarks only)");
+        }
     }
     if let Some(listen) = &snap.config.admin {
         let mut svc =

@@ -171,5 +171,13 @@ pub fn render() -> (String, Vec<u8>) {
     if let Err(e) = encoder.encode(&prometheus::gather(), &mut out) {
         log::warn!("encoding metrics failed: {e}");
     }
+    #[cfg(feature = "alloc-count")]
+    out.extend_from_slice(
+        format!(
+            "# HELP fastproxy_heap_allocations_total Heap allocations since start (alloc-count builds).\n# TYPE fastproxy_heap_allocations_total counter\nfastproxy_heap_allocations_total {}\n",
+            crate::alloc::count()
+        )
+        .as_bytes(),
+    );
     (encoder.format_type().to_owned(), out)
 }

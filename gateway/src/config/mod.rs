@@ -49,6 +49,8 @@ pub struct Outbound {
     pub max_body: u64,
     /// Largest opened response body.
     pub max_response_body: u64,
+    /// Forward without sealing (benchmarks only).
+    pub dangerous_passthrough: bool,
     /// Sealing settings per caller.
     pub callers: HashMap<String, Seal>,
     /// Routes per callee service.
@@ -87,6 +89,8 @@ pub struct Inbound {
     pub replay_cache: usize,
     /// Largest opened request body.
     pub max_body: u64,
+    /// Accept plain requests without verification (benchmarks only).
+    pub dangerous_passthrough: bool,
     /// Pool name per local service.
     pub services: HashMap<String, String>,
     /// Policy per caller; callers not here are refused.

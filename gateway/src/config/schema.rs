@@ -80,6 +80,9 @@ pub struct Outbound {
     pub max_body: Option<Size>,
     /// Largest response body accepted from an inbound proxy (default 64MiB).
     pub max_response_body: Option<Size>,
+    /// BENCHMARKS ONLY: forward without sealing (measures the proxy's own
+    /// cost). Requests cross the network in clear, unauthenticated.
+    pub dangerous_passthrough: Option<bool>,
     /// Sealing settings per caller.
     pub callers: BTreeMap<String, OutboundCaller>,
     /// Callee services and the pools of their inbound proxies.
@@ -124,6 +127,8 @@ pub struct Inbound {
     pub replay_cache: Option<usize>,
     /// Largest opened request body (default 64MiB).
     pub max_body: Option<Size>,
+    /// BENCHMARKS ONLY: accept plain requests without verification or policy.
+    pub dangerous_passthrough: Option<bool>,
     /// Local services and the pools of their instances.
     pub services: BTreeMap<String, Service>,
     /// Who may call what. Callers not listed are refused.

@@ -306,6 +306,7 @@ fn outbound(
         timeout_header,
         max_body: o.max_body.map_or(64 * MIB, |s| s.0),
         max_response_body: o.max_response_body.map_or(64 * MIB, |s| s.0),
+        dangerous_passthrough: o.dangerous_passthrough.unwrap_or(false),
         callers,
         routes,
     }
@@ -400,6 +401,7 @@ fn inbound(
         max_skew_ms,
         replay_cache: i.replay_cache.unwrap_or(filters::replay::DEFAULT_CAPACITY),
         max_body: i.max_body.map_or(64 * MIB, |s| s.0),
+        dangerous_passthrough: i.dangerous_passthrough.unwrap_or(false),
         services,
         callers,
     }

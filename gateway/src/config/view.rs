@@ -51,6 +51,7 @@ pub fn render(config: &Config) -> Value {
             "timeout_header": o.timeout_header,
             "max_body": o.max_body,
             "max_response_body": o.max_response_body,
+            "dangerous_passthrough": o.dangerous_passthrough,
             "callers": callers,
             "routes": routes,
         })
@@ -85,6 +86,7 @@ pub fn render(config: &Config) -> Value {
             "max_skew_ms": i.max_skew_ms,
             "replay_cache": i.replay_cache,
             "max_body": i.max_body,
+            "dangerous_passthrough": i.dangerous_passthrough,
             "services": i.services,
             "callers": callers,
         })

@@ -77,6 +77,31 @@ pub struct Accepted {
     deadline_ms: Option<u64>,
     /// The deadline enforced here: signed or the pool's total timeout.
     local_deadline_ms: Option<u64>,
+    /// Unsealed traffic (`dangerous_passthrough`).
+    passthrough: bool,
+}
+
+impl Accepted {
+    /// An unverified request (`dangerous_passthrough`).
+    fn plain(snap: Arc<Snapshot>, service: &str, below: &str, query: &str, pool: Arc<Pool>) -> Self {
+        let target = if query.is_empty() { below.to_owned() } else { format!("{below}?{query}") };
+        Accepted {
+            snap,
+            caller: String::new(),
+            service: service.to_owned(),
+            target,
+            pool,
+            nonce: Nonce([0; 16]),
+            aead: None,
+            sign_key: String::new(),
+            codec: Codec::None,
+            length: None,
+            content_type: String::new(),
+            deadline_ms: None,
+            local_deadline_ms: None,
+            passthrough: true,
+        }
+    }
 }
 
 /// How the request body reaches the callee.
@@ -90,6 +115,8 @@ enum Body {
     Streaming(Opener),
     /// Signed as empty.
     Empty,
+    /// Unsealed (`dangerous_passthrough`): forwarded as it comes.
+    Plain,
 }
 
 /// Per-request state.
@@ -130,7 +157,8 @@ impl ProxyHttp for Inbound {
             return Ok(true);
         }
         let result = match self.accept(session, &mut ctx.known) {
-            Ok((accepted, opener)) => verify_small_body(session, opener).await.map(|body| (accepted, body)),
+            Ok((accepted, None)) => Ok((accepted, Body::Plain)),
+            Ok((accepted, Some(opener))) => verify_small_body(session, opener).await.map(|body| (accepted, body)),
             Err(e) => Err(e),
         };
         match result {
@@ -193,6 +221,7 @@ impl ProxyHttp for Inbound {
         ctx: &mut Ctx,
     ) -> Result<()> {
         match &mut ctx.body {
+            Body::Plain => {}
             Body::Verified(plain) => *body = Some(if end_of_stream { plain.clone() } else { Bytes::new() }),
             Body::Empty => {
                 if body.as_ref().is_some_and(|b| !b.is_empty()) {
@@ -286,7 +315,11 @@ impl ProxyHttp for Inbound {
 impl Inbound {
     /// Every check that needs only the headers, cheapest first: route, parse,
     /// signature, freshness and replay, caller policy, rate, deadline.
-    fn accept(&self, session: &mut Session, known: &mut super::Known) -> Result<(Accepted, Opener), ProxyError> {
+    fn accept(
+        &self,
+        session: &mut Session,
+        known: &mut super::Known,
+    ) -> Result<(Accepted, Option<Opener>), ProxyError> {
         let snap = self.shared.load_full();
         let inb = snap.config.inbound.as_ref().ok_or(ProxyError::Internal)?;
         let req = session.req_header();
@@ -300,6 +333,9 @@ impl Inbound {
         let pool = snap.pools.get(pool_name).ok_or(ProxyError::Internal)?.clone();
         known.service = Some(service.to_owned());
         let query = req.uri.query().unwrap_or("");
+        if inb.dangerous_passthrough {
+            return Ok((Accepted::plain(snap.clone(), service, below, query, pool), None));
+        }
         let get = |n: &str| h::header_str(&req.headers, n);
         let method = req.method.as_str();
         let (env, sig) = Envelope::parse_request(get, method, service, below, query).map_err(ProxyError::Request)?;
@@ -323,6 +359,7 @@ impl Inbound {
         };
         let local_deadline_ms = super::effective_deadline(env.deadline_ms, &pool, now);
         let accepted = Accepted {
+            passthrough: false,
             local_deadline_ms,
             caller: env.caller.to_owned(),
             service: service.to_owned(),
@@ -337,7 +374,7 @@ impl Inbound {
             deadline_ms: env.deadline_ms,
             snap: snap.clone(),
         };
-        Ok((accepted, verified.opener(Limits { max_body: inb.max_body })))
+        Ok((accepted, Some(verified.opener(Limits { max_body: inb.max_body }))))
     }
 
     /// Answers the health endpoint: can `service` (or every service, when
@@ -369,6 +406,10 @@ impl Inbound {
     /// its framing, and prepares the sealer.
     fn seal_response(&self, session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
         let acc = ctx.accepted.as_ref().ok_or(ProxyError::Internal)?;
+        if acc.passthrough {
+            strip_response_hop_by_hop(resp);
+            return Ok(());
+        }
         let status = resp.status.as_u16();
         let method = &session.req_header().method;
         let bodyless = h::bodyless_response(method, status);
@@ -448,6 +489,9 @@ fn restore_request(session: &Session, up: &mut RequestHeader, ctx: &mut Ctx) -> 
         up.remove_header(&name);
     }
     strip_hop_by_hop(up);
+    if acc.passthrough {
+        return Ok(());
+    }
     up.remove_header("content-length");
     up.remove_header("content-type");
     let mut r = up.insert_header("x-fp-caller", &acc.caller);
@@ -460,7 +504,7 @@ fn restore_request(session: &Session, up: &mut RequestHeader, ctx: &mut Ctx) -> 
     let length = match &ctx.body {
         Body::Verified(plain) => Some(plain.len() as u64),
         Body::Empty => Some(0),
-        Body::Streaming(_) => acc.length,
+        Body::Streaming(_) | Body::Plain => acc.length,
     };
     r = r.and(match length {
         Some(0) if !h::method_has_body(&session.req_header().method) => Ok(()),

@@ -75,6 +75,8 @@ pub struct Plan {
     content_type: String,
     max_body: u64,
     max_response_body: u64,
+    /// Forward unsealed (benchmarks only).
+    passthrough: bool,
 }
 
 /// How the response body is handled.
@@ -92,6 +94,8 @@ enum Reply {
     Bodyless,
     /// The inbound proxy refused the request; its body is replaced by ours.
     Refused(Bytes),
+    /// Unsealed traffic (`dangerous_passthrough`).
+    Plain,
 }
 
 /// Per-request state.
@@ -259,7 +263,7 @@ impl ProxyHttp for Outbound {
                 *body = Some(out.freeze());
             }
             Reply::Refused(json) => *body = end_of_stream.then(|| json.clone()),
-            Reply::Pending | Reply::Bodyless => {}
+            Reply::Pending | Reply::Bodyless | Reply::Plain => {}
         }
         Ok(None)
     }
@@ -336,6 +340,7 @@ impl Outbound {
             content_type,
             max_body: out.max_body,
             max_response_body: out.max_response_body,
+            passthrough: out.dangerous_passthrough,
             snap: snap.clone(),
         })
     }
@@ -346,6 +351,13 @@ impl Outbound {
         let plan = ctx.plan.as_ref().ok_or(ProxyError::Internal)?;
         let out = plan.snap.config.outbound.as_ref().ok_or(ProxyError::Internal)?;
         let mut remove = h::fp_header_names(&up.headers);
+        if plan.passthrough {
+            for name in remove {
+                up.remove_header(&name);
+            }
+            strip_hop_by_hop(up);
+            return Ok(());
+        }
         remove.extend(
             [out.caller_header.as_str(), out.timeout_header.as_str(), "content-length", "content-type"]
                 .iter()
@@ -426,6 +438,11 @@ impl Outbound {
     /// Verifies the inbound proxy's response and restores the callee's headers.
     fn open_response(&self, session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
         let plan = ctx.plan.as_ref().ok_or(ProxyError::Internal)?;
+        if plan.passthrough {
+            strip_response_hop_by_hop(resp);
+            ctx.reply = Reply::Plain;
+            return Ok(());
+        }
         let nonce = ctx.sent_nonce.ok_or(ProxyError::Internal)?;
         let status = resp.status.as_u16();
         if !resp.headers.contains_key(header::SIGNATURE) {
@@ -534,7 +551,7 @@ pub(crate) fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
 /// Reads a small compressed body whole (see [`PRESEAL_MAX`]).
 async fn read_small_body(session: &mut Session, plan: &Plan) -> Result<Option<Bytes>, ProxyError> {
     let Some(len) = plan.length.filter(|n| *n > 0 && *n <= PRESEAL_MAX) else { return Ok(None) };
-    if plan.seal.codec == filters::Codec::None {
+    if plan.seal.codec == filters::Codec::None || plan.passthrough {
         return Ok(None);
     }
     session.as_mut().enable_retry_buffering();

@@ -1,0 +1,46 @@
+//! The baseline for `scripts/bench.sh`: a minimal Pingora proxy that only
+//! implements `upstream_peer` (no sealing, no policy, no pools).
+//!
+//! Usage: `plain_proxy -c pingora.yaml <listen ip:port> <upstream ip:port>`
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+
+struct Plain {
+    upstream: String,
+}
+
+#[async_trait]
+impl ProxyHttp for Plain {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(self.upstream.as_str(), false, String::new())))
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (conf, listen, upstream) = match args.as_slice() {
+        [_, flag, conf, listen, upstream] if flag == "-c" => (conf.clone(), listen.clone(), upstream.clone()),
+        _ => {
+            eprintln!("usage: plain_proxy -c pingora.yaml <listen ip:port> <upstream ip:port>");
+            std::process::exit(2);
+        }
+    };
+    let opt = Opt { conf: Some(conf), ..Opt::default() };
+    let mut server = match Server::new(Some(opt)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("plain_proxy: {e}");
+            std::process::exit(2);
+        }
+    };
+    server.bootstrap();
+    let mut svc = http_proxy_service(&server.configuration, Plain { upstream });
+    svc.add_tcp(&listen);
+    server.add_service(svc);
+    server.run_forever();
+}

@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# Side-by-side proxy benchmark, one invocation, interleaved rounds, loopback only.
+#
+# Targets (all in front of the same origin, nginx `1 worker` serving a fixed body):
+#   direct          the origin alone
+#   nginx-chain     two nginx proxy_pass hops with upstream keep-alive
+#   pingora-chain   two hops of a minimal Pingora proxy (gateway/examples/plain_proxy.rs)
+#   fp-passthrough  fastproxy outbound -> inbound with sealing switched off
+#   fp-aes          fastproxy pair, AES-256-GCM + HMAC-SHA256, codec none
+#   fp-aes-snappy   the same with snappy
+#   fp-chacha       ChaCha20-Poly1305 + HMAC-SHA256, codec none
+# Loads (wrk, POST): 1 KiB body / 1 KiB response at c=32 and c=256, 16 KiB / 16 KiB at c=32.
+# Per row: req/s, p50, p99, CPU seconds per 10k requests of the proxy processes,
+# their peak RSS, and the ratio to nginx-chain and to fp-passthrough. Then heap
+# allocations per request in each fastproxy role (alloc-count build).
+# Writes the results into docs/BENCHMARKS.md (between the bench markers).
+#
+# Usage: scripts/bench.sh [-d SECONDS_PER_RUN] [-r ROUNDS] [-t THREADS_PER_PROXY]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dur=5 rounds=3 threads=1
+while getopts "d:r:t:" opt; do
+    case $opt in
+        d) dur=$OPTARG ;;
+        r) rounds=$OPTARG ;;
+        t) threads=$OPTARG ;;
+        *) echo "usage: $0 [-d SECONDS] [-r ROUNDS] [-t THREADS]" >&2; exit 2 ;;
+    esac
+done
+
+for tool in wrk nginx; do
+    if ! command -v "$tool" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$tool" ]; then
+        echo "== installing $tool"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null
+    fi
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+echo "== building (release)"
+work=$(mktemp -d /tmp/fastproxy-bench.XXXXXX)
+cargo build -q --release -p fastproxy --bin fastproxy --features alloc-count
+cp target/release/fastproxy "$work/fastproxy-alloc"
+cargo build -q --release -p fastproxy --bin fastproxy --example plain_proxy
+cp target/release/fastproxy target/release/examples/plain_proxy "$work/"
+
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for d in "$work"/nginx-*; do [ -f "$d/nginx.pid" ] && kill "$(cat "$d/nginx.pid")" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# ---- content and the origin --------------------------------------------------
+mkdir -p "$work/www"
+head -c 1024 /dev/zero | tr '\0' 'a' > "$work/www/1k.bin"
+head -c 16384 /dev/zero | tr '\0' 'b' > "$work/www/16k.bin"
+for size in 1k 16k; do
+    bytes=$((${size%k} * 1024))
+    printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.headers["x-fp-caller"] = "bench"\nwrk.body = string.rep("x", %d)\n' "$bytes" > "$work/post-$size.lua"
+done
+
+nginx_conf() { # name, server blocks
+    local dir="$work/nginx-$1"
+    mkdir -p "$dir/logs"
+    cat > "$dir/nginx.conf" <<NGX
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $dir/body; proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fcgi; uwsgi_temp_path $dir/uwsgi; scgi_temp_path $dir/scgi;
+  default_type application/octet-stream;
+  $2
+}
+NGX
+    "$NGINX" -p "$dir" -c "$dir/nginx.conf"
+}
+origin_block='server { listen 127.0.0.1:28101;
+    location ~ ^/(token_service/)?(1k|16k)$ { root '"$work"'/www; try_files /$2.bin =404; error_page 405 =200 $uri; } }'
+nginx_conf origin "$origin_block"
+hop() { # listen, upstream
+    echo "upstream up { server $2; keepalive 128; }
+  server { listen $1; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+}
+nginx_conf hop1 "$(hop 127.0.0.1:28111 127.0.0.1:28112)"
+nginx_conf hop2 "$(hop 127.0.0.1:28112 127.0.0.1:28101)"
+
+# ---- Pingora and fastproxy processes ------------------------------------------
+pingora_conf() { # name
+    cat > "$work/$1.pingora.yaml" <<PC
+---
+version: 1
+threads: $threads
+grace_period_seconds: 1
+graceful_shutdown_timeout_seconds: 1
+pid_file: $work/$1.pid
+upgrade_sock: $work/$1.sock
+PC
+    echo "$work/$1.pingora.yaml"
+}
+start_plain() { # name listen upstream
+    "$work/plain_proxy" -c "$(pingora_conf "$1")" "$2" "$3" 2>"$work/$1.log" &
+    pids+=($!)
+    eval "pid_$1=$!"
+}
+start_plain pp1 127.0.0.1:28121 127.0.0.1:28122
+start_plain pp2 127.0.0.1:28122 127.0.0.1:28101
+
+KEYS='keys:
+  aead:
+    k-aes: { alg: aes-256-gcm, secret: "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f" }
+    k-chacha: { alg: chacha20-poly1305, secret: "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f" }
+  hmac:
+    k-sign: { secret: "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f" }'
+start_pair() { # name out_port in_port admin_base "caller settings" passthrough binary
+    local name=$1 out=$2 in=$3 admin=$4 seal=$5 pass=$6 bin=${7:-$work/fastproxy}
+    cat > "$work/$name-out.yaml" <<Y
+$KEYS
+admin: { listen: ["127.0.0.1:$admin"] }
+outbound:
+  listen: ["127.0.0.1:$out"]
+  dangerous_passthrough: $pass
+  callers: { bench: { $seal } }
+  routes: { token_service: { upstream: in } }
+upstreams: { in: { backends: ["127.0.0.1:$in"] } }
+Y
+    cat > "$work/$name-in.yaml" <<Y
+$KEYS
+admin: { listen: ["127.0.0.1:$((admin + 1))"] }
+inbound:
+  listen: ["127.0.0.1:$in"]
+  dangerous_passthrough: $pass
+  services: { token_service: { upstream: origin } }
+  callers:
+    bench: { require: { encrypt: true }, keys: [k-aes, k-chacha, k-sign], allow: [{ service: token_service, path_prefix: /, methods: ["*"] }] }
+upstreams: { origin: { backends: ["127.0.0.1:28101"] } }
+Y
+    RUST_LOG=warn "$bin" -c "$(pingora_conf "$name-in")" -f "$work/$name-in.yaml" 2>"$work/$name-in.log" &
+    pids+=($!); eval "pid_${name//-/_}_in=$!"
+    RUST_LOG=warn "$bin" -c "$(pingora_conf "$name-out")" -f "$work/$name-out.yaml" 2>"$work/$name-out.log" &
+    pids+=($!); eval "pid_${name//-/_}_out=$!"
+}
+start_pair fp-passthrough 28131 28132 29131 "sign_key: k-sign" true
+start_pair fp-aes 28141 28142 29141 "aead_key: k-aes, sign_key: k-sign, codec: none" false
+start_pair fp-aes-snappy 28151 28152 29151 "aead_key: k-aes, sign_key: k-sign, codec: snappy" false
+start_pair fp-chacha 28161 28162 29161 "aead_key: k-chacha, sign_key: k-sign, codec: none" false
+
+wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+for p in 28101 28111 28112 28121 28122 28131 28132 28141 28142 28151 28152 28161 28162; do wait_port $p; done
+
+worker() { pgrep -P "$(cat "$work/nginx-$1/nginx.pid")" | head -n 1; }
+declare -A port procs
+port[direct]=28101;          procs[direct]="$(worker origin)"
+port[nginx-chain]=28111;     procs[nginx-chain]="$(worker hop1) $(worker hop2)"
+port[pingora-chain]=28121;   procs[pingora-chain]="$pid_pp1 $pid_pp2"
+port[fp-passthrough]=28131;  procs[fp-passthrough]="$pid_fp_passthrough_out $pid_fp_passthrough_in"
+port[fp-aes]=28141;          procs[fp-aes]="$pid_fp_aes_out $pid_fp_aes_in"
+port[fp-aes-snappy]=28151;   procs[fp-aes-snappy]="$pid_fp_aes_snappy_out $pid_fp_aes_snappy_in"
+port[fp-chacha]=28161;       procs[fp-chacha]="$pid_fp_chacha_out $pid_fp_chacha_in"
+targets="direct nginx-chain pingora-chain fp-passthrough fp-aes fp-aes-snappy fp-chacha"
+loads="1k:32 1k:256 16k:32"
+
+# Sanity: every target answers the benchmark request with 200.
+for t in $targets; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'x-fp-caller: bench' --data x "http://127.0.0.1:${port[$t]}/token_service/1k")
+    [ "$code" = 200 ] || { echo "$t answered $code" >&2; exit 1; }
+done
+
+ticks() { local sum=0; for p in $1; do set -- $(cut -d' ' -f14,15 "/proc/$p/stat"); sum=$((sum + $1 + $2)); done; echo $sum; }
+to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
+hz=$(getconf CLK_TCK)
+results="$work/results.tsv"
+: > "$results"
+echo "== $rounds interleaved rounds x ${dur}s per target and load, $threads thread(s) per Pingora proxy"
+for round in $(seq 1 "$rounds"); do
+    for load in $loads; do
+        size=${load%:*} conns=${load#*:}
+        for t in $targets; do
+            before=$(ticks "${procs[$t]}")
+            out=$(wrk -t2 -c"$conns" -d"${dur}s" --latency -s "$work/post-$size.lua" "http://127.0.0.1:${port[$t]}/token_service/$size")
+            after=$(ticks "${procs[$t]}")
+            rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+            reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+            errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+            p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
+            p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+            cpu=$(awk -v d=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.3f", d / hz / n * 10000 }')
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$load" "$t" "$rps" "$p50" "$p99" "$cpu" "$errs" >> "$results"
+            printf '  round %s %-7s %-15s %10s req/s  p50 %7s ms  p99 %7s ms  cpu/10k %6s s %s\n' "$round" "$load" "$t" "$rps" "$p50" "$p99" "$cpu" "$errs"
+        done
+    done
+done
+
+rss() { local out=""; for p in $1; do out="$out$(awk '/VmHWM/ {printf "%d", $2/1024}' "/proc/$p/status")+"; done; echo "${out%+}"; }
+
+# ---- allocations per request (alloc-count build, AES-256-GCM, 1 KiB) -----------
+start_pair fp-alloc 28171 28172 29171 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy-alloc"
+wait_port 28171; wait_port 28172
+scrape() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^fastproxy_heap_allocations_total/ {a=$2} /^fastproxy_requests_total/ {r+=$2} END {printf "%d %d", a, r}'; }
+wrk -t2 -c32 -d2s -s "$work/post-1k.lua" http://127.0.0.1:28171/token_service/1k >/dev/null
+read -r oa or <<<"$(scrape 29171)"; read -r ia ir <<<"$(scrape 29172)"
+wrk -t2 -c32 -d"${dur}s" -s "$work/post-1k.lua" http://127.0.0.1:28171/token_service/1k >/dev/null
+read -r oa2 or2 <<<"$(scrape 29171)"; read -r ia2 ir2 <<<"$(scrape 29172)"
+alloc_out=$(awk -v a=$((oa2 - oa)) -v r=$((or2 - or)) 'BEGIN { printf "%.1f", a / r }')
+alloc_in=$(awk -v a=$((ia2 - ia)) -v r=$((ir2 - ir)) 'BEGIN { printf "%.1f", a / r }')
+
+# ---- the table -------------------------------------------------------------------
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=$(git status --porcelain 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)
+cpu_model=$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//')
+table="$work/table.md"
+{
+    echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), commit \`$commit\`$dirty, $(nproc) vCPU $cpu_model, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)."
+    echo "Command: \`scripts/bench.sh -d $dur -r $rounds -t $threads\` — wrk -t2, POST, median of $rounds interleaved rounds of ${dur}s;"
+    echo "wrk, the origin and the proxies share the machine's cores. CPU = user+system seconds of the proxy processes"
+    echo "per 10k requests (for direct: the origin's worker). RSS = peak resident set of each proxy process (MiB)."
+    echo
+    echo "| load | target | req/s | p50 ms | p99 ms | CPU s/10k | peak RSS MiB | vs nginx-chain | vs fp-passthrough |"
+    echo "|---|---|---:|---:|---:|---:|---|---:|---:|"
+    for load in $loads; do
+        for t in $targets; do
+            med() { awk -F'\t' -v l="$load" -v t="$t" -v c="$1" '$2==l && $3==t {print $c}' "$results" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+            rps=$(med 4); p50=$(med 5); p99=$(med 6); cpu=$(med 7)
+            base_n=$(awk -F'\t' -v l="$load" '$2==l && $3=="nginx-chain" {print $4}' "$results" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+            base_p=$(awk -F'\t' -v l="$load" '$2==l && $3=="fp-passthrough" {print $4}' "$results" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+            rn=$(awk -v a="$rps" -v b="$base_n" 'BEGIN { printf "%.2f", a / b }')
+            rp=$(awk -v a="$rps" -v b="$base_p" 'BEGIN { printf "%.2f", a / b }')
+            echo "| $load | $t | $rps | $p50 | $p99 | $cpu | $(rss "${procs[$t]}") | $rn | $rp |"
+        done
+    done
+    echo
+    echo "Heap allocations per request (alloc-count build, AES-256-GCM, 1 KiB POST, c=32): outbound **$alloc_out**, inbound **$alloc_in**."
+    echo
+    echo "Ratios worth watching (same run): passthrough / pingora-chain, sealed AES / passthrough, sealed AES / nginx-chain,"
+    echo "sealed p99 / nginx-chain p99 — see the section below for what was measured against the targets."
+} > "$table"
+cat "$table"
+
+doc=docs/BENCHMARKS.md
+if grep -q '<!-- bench:start -->' "$doc"; then
+    awk -v f="$table" '
+        /<!-- bench:start -->/ { print; while ((getline line < f) > 0) print line; skip=1; next }
+        /<!-- bench:end -->/ { skip=0 }
+        !skip { print }' "$doc" > "$work/doc.md"
+    cp "$work/doc.md" "$doc"
+    echo "== wrote $doc"
+fi
