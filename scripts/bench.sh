@@ -39,8 +39,9 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 echo "== building (release)"
 work=$(mktemp -d /tmp/fastproxy-bench.XXXXXX)
-cargo build -q --release -p fastproxy --bin fastproxy --features alloc-count
+cargo build -q --release -p fastproxy --bin fastproxy --example plain_proxy --features alloc-count
 cp target/release/fastproxy "$work/fastproxy-alloc"
+cp target/release/examples/plain_proxy "$work/plain_proxy-alloc"
 cargo build -q --release -p fastproxy --bin fastproxy --example plain_proxy
 cp target/release/fastproxy target/release/examples/plain_proxy "$work/"
 
@@ -55,6 +56,7 @@ trap cleanup EXIT
 
 # ---- content and the origin --------------------------------------------------
 mkdir -p "$work/www"
+chmod 755 "$work" "$work/www"   # nginx workers may run as nobody
 head -c 1024 /dev/zero | tr '\0' 'a' > "$work/www/1k.bin"
 head -c 16384 /dev/zero | tr '\0' 'b' > "$work/www/16k.bin"
 for size in 1k 16k; do
@@ -73,6 +75,11 @@ events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
+  # Keep 16 KiB bodies in memory (the defaults spill request bodies over 16 KiB
+  # to temp files and buffer responses in 4-8 KiB pieces).
+  client_body_buffer_size 64k;
+  proxy_buffer_size 32k;
+  proxy_buffers 8 32k;
   client_body_temp_path $dir/body; proxy_temp_path $dir/proxy;
   fastcgi_temp_path $dir/fcgi; uwsgi_temp_path $dir/uwsgi; scgi_temp_path $dir/scgi;
   default_type application/octet-stream;
@@ -81,8 +88,15 @@ http {
 NGX
     "$NGINX" -p "$dir" -c "$dir/nginx.conf"
 }
-origin_block='server { listen 127.0.0.1:28101;
-    location ~ ^/(token_service/)?(1k|16k)$ { root '"$work"'/www; try_files /$2.bin =404; error_page 405 =200 $uri; } }'
+# Static files answer POST with 405; error_page turns that into a GET of the same file.
+origin_block="server { listen 127.0.0.1:28101;"
+for size in 1k 16k; do
+    for prefix in "" /token_service; do
+        origin_block="$origin_block
+    location = $prefix/$size { alias $work/www/$size.bin; error_page 405 =200 \$uri; }"
+    done
+done
+origin_block="$origin_block }"
 nginx_conf origin "$origin_block"
 hop() { # listen, upstream
     echo "upstream up { server $2; keepalive 128; }
@@ -104,8 +118,8 @@ upgrade_sock: $work/$1.sock
 PC
     echo "$work/$1.pingora.yaml"
 }
-start_plain() { # name listen upstream
-    "$work/plain_proxy" -c "$(pingora_conf "$1")" "$2" "$3" 2>"$work/$1.log" &
+start_plain() { # name listen upstream [binary]
+    FP_ALLOC_FILE="$work/$1.allocs" "${4:-$work/plain_proxy}" -c "$(pingora_conf "$1")" "$2" "$3" 2>"$work/$1.log" &
     pids+=($!)
     eval "pid_$1=$!"
 }
@@ -199,16 +213,37 @@ done
 
 rss() { local out=""; for p in $1; do out="$out$(awk '/VmHWM/ {printf "%d", $2/1024}' "/proc/$p/status")+"; done; echo "${out%+}"; }
 
-# ---- allocations per request (alloc-count build, AES-256-GCM, 1 KiB) -----------
-start_pair fp-alloc 28171 28172 29171 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy-alloc"
-wait_port 28171; wait_port 28172
-scrape() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^fastproxy_heap_allocations_total/ {a=$2} /^fastproxy_requests_total/ {r+=$2} END {printf "%d %d", a, r}'; }
-wrk -t2 -c32 -d2s -s "$work/post-1k.lua" http://127.0.0.1:28171/token_service/1k >/dev/null
-read -r oa or <<<"$(scrape 29171)"; read -r ia ir <<<"$(scrape 29172)"
-wrk -t2 -c32 -d"${dur}s" -s "$work/post-1k.lua" http://127.0.0.1:28171/token_service/1k >/dev/null
-read -r oa2 or2 <<<"$(scrape 29171)"; read -r ia2 ir2 <<<"$(scrape 29172)"
-alloc_out=$(awk -v a=$((oa2 - oa)) -v r=$((or2 - or)) 'BEGIN { printf "%.1f", a / r }')
-alloc_in=$(awk -v a=$((ia2 - ia)) -v r=$((ir2 - ir)) 'BEGIN { printf "%.1f", a / r }')
+# ---- allocations per request (alloc-count builds, 1 KiB POST, c=32) -------------
+start_plain ppa1 127.0.0.1:28181 127.0.0.1:28182 "$work/plain_proxy-alloc"
+start_plain ppa2 127.0.0.1:28182 127.0.0.1:28101 "$work/plain_proxy-alloc"
+start_pair fpa-pass 28171 28172 29171 "sign_key: k-sign" true "$work/fastproxy-alloc"
+start_pair fpa-aes 28173 28174 29173 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy-alloc"
+for p in 28181 28182 28171 28172 28173 28174; do wait_port $p; done
+scrape() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^fastproxy_heap_allocations_total/ {print $2}'; }
+allocs_per_request() { # port, then "file:PATH" or "admin:PORT" per proxy process
+    local port=$1; shift
+    wrk -t2 -c32 -d2s -s "$work/post-1k.lua" "http://127.0.0.1:$port/token_service/1k" >/dev/null
+    sleep 0.3
+    local before=() after=() src
+    for src in "$@"; do
+        case $src in file:*) before+=("$(cat "${src#file:}")") ;; admin:*) before+=("$(scrape "${src#admin:}")") ;; esac
+    done
+    local out n
+    out=$(wrk -t2 -c32 -d"${dur}s" -s "$work/post-1k.lua" "http://127.0.0.1:$port/token_service/1k")
+    n=$(awk '/requests in/ {print $1}' <<<"$out")
+    sleep 0.3
+    for src in "$@"; do
+        case $src in file:*) after+=("$(cat "${src#file:}")") ;; admin:*) after+=("$(scrape "${src#admin:}")") ;; esac
+    done
+    local i res=""
+    for i in "${!before[@]}"; do
+        res="$res$(awk -v a="${after[$i]}" -v b="${before[$i]}" -v n="$n" 'BEGIN { printf "%.0f", (a - b) / n }') / "
+    done
+    echo "${res% / }"
+}
+alloc_plain=$(allocs_per_request 28181 "file:$work/ppa1.allocs" "file:$work/ppa2.allocs")
+alloc_pass=$(allocs_per_request 28171 admin:29171 admin:29172)
+alloc_aes=$(allocs_per_request 28173 admin:29173 admin:29174)
 
 # ---- the table -------------------------------------------------------------------
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -235,7 +270,8 @@ table="$work/table.md"
         done
     done
     echo
-    echo "Heap allocations per request (alloc-count build, AES-256-GCM, 1 KiB POST, c=32): outbound **$alloc_out**, inbound **$alloc_in**."
+    echo "Heap allocations per request and proxy process (alloc-count builds, 1 KiB POST, c=32; first hop / second hop):"
+    echo "plain Pingora **$alloc_plain**, fastproxy passthrough **$alloc_pass**, fastproxy AES-256-GCM **$alloc_aes** (outbound / inbound)."
     echo
     echo "Ratios worth watching (same run): passthrough / pingora-chain, sealed AES / passthrough, sealed AES / nginx-chain,"
     echo "sealed p99 / nginx-chain p99 — see the section below for what was measured against the targets."

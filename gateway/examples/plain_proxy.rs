@@ -6,6 +6,17 @@
 use async_trait::async_trait;
 use pingora::prelude::*;
 
+// With the `alloc-count` feature, count heap allocations like fastproxy does,
+// and write the running total to the file named by FP_ALLOC_FILE every 100 ms
+// (the benchmark's baseline for allocations per request).
+#[cfg(feature = "alloc-count")]
+#[path = "../src/alloc.rs"]
+mod alloc;
+
+#[cfg(feature = "alloc-count")]
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
+
 struct Plain {
     upstream: String,
 }
@@ -42,5 +53,13 @@ fn main() {
     let mut svc = http_proxy_service(&server.configuration, Plain { upstream });
     svc.add_tcp(&listen);
     server.add_service(svc);
+    #[cfg(feature = "alloc-count")]
+    if let Some(path) = std::env::var_os("FP_ALLOC_FILE") {
+        // No -d here, so a plain thread survives (Pingora forks only to daemonize).
+        std::thread::spawn(move || loop {
+            let _ = std::fs::write(&path, alloc::count().to_string());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        });
+    }
     server.run_forever();
 }
