@@ -32,6 +32,10 @@ use crate::state::Snapshot;
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;
 
+#[cfg(all(feature = "mimalloc", not(feature = "alloc-count")))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// fastproxy: seals service-to-service HTTP (compress → encrypt → sign) on the
 /// caller side and opens it on the callee side.
 ///
