@@ -2,6 +2,7 @@
 //! header hygiene, body framing.
 
 use ::http::{HeaderMap, HeaderName, Method};
+use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::error::ProxyError;
 
@@ -66,6 +67,20 @@ pub fn hop_by_hop_names(headers: &HeaderMap) -> Vec<String> {
         .collect();
     names.extend(HOP_BY_HOP.iter().filter(|n| headers.contains_key(**n)).map(|n| n.to_string()));
     names
+}
+
+/// Removes hop-by-hop headers from a request through its case-preserving API.
+pub fn strip_request_hop_by_hop(req: &mut RequestHeader) {
+    for name in hop_by_hop_names(&req.headers) {
+        req.remove_header(&name);
+    }
+}
+
+/// Removes hop-by-hop headers from a response through its case-preserving API.
+pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
+    for name in hop_by_hop_names(&resp.headers) {
+        resp.remove_header(&name);
+    }
 }
 
 /// Names of all `x-fp-*` headers present (protocol headers must never be

@@ -24,8 +24,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, Result};
 use ring::rand::SystemRandom;
 
-use super::outbound::{hex_prefix, strip_hop_by_hop, strip_response_hop_by_hop, WIRE};
-use super::Attempts;
+use super::{hex_prefix, Attempts, WIRE};
 use crate::error::{self, to_pingora, ProxyError, Role};
 use crate::http::{self as h, now_ms};
 use crate::metrics::Metrics;
@@ -407,7 +406,7 @@ impl Inbound {
     fn seal_response(&self, session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
         let acc = ctx.accepted.as_ref().ok_or(ProxyError::Internal)?;
         if acc.passthrough {
-            strip_response_hop_by_hop(resp);
+            h::strip_response_hop_by_hop(resp);
             return Ok(());
         }
         let status = resp.status.as_u16();
@@ -422,7 +421,7 @@ impl Inbound {
         for name in h::fp_header_names(&resp.headers) {
             resp.remove_header(&name);
         }
-        strip_response_hop_by_hop(resp);
+        h::strip_response_hop_by_hop(resp);
         resp.remove_header("content-length");
         resp.remove_header("content-type");
 
@@ -488,7 +487,7 @@ fn restore_request(session: &Session, up: &mut RequestHeader, ctx: &mut Ctx) -> 
     for name in h::fp_header_names(&up.headers) {
         up.remove_header(&name);
     }
-    strip_hop_by_hop(up);
+    h::strip_request_hop_by_hop(up);
     if acc.passthrough {
         return Ok(());
     }

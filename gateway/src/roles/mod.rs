@@ -18,6 +18,17 @@ use crate::http::now_ms;
 use crate::metrics::{Metrics, RequestRecord};
 use crate::pools::{InFlight, Outcome, Pool};
 
+/// Log target showing what crosses the wire (debug level): protocol headers
+/// and the first bytes of sealed bodies. Never plaintext, never keys.
+pub const WIRE: &str = "fastproxy::wire";
+
+/// The first 48 bytes of a sealed body, in hex, for the wire log.
+pub(crate) fn hex_prefix(data: &[u8]) -> String {
+    let shown = &data[..data.len().min(48)];
+    let more = if data.len() > shown.len() { "…" } else { "" };
+    format!("{}{more}", filters::hex::encode(shown))
+}
+
 /// Upstream attempts of one request: which backends were tried, the pool's
 /// in-flight slot, and the retry decisions (attempt limit, deadline, budget,
 /// replayability).

@@ -21,24 +21,13 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, Result};
 use ring::rand::SystemRandom;
 
-use super::Attempts;
+use super::{hex_prefix, Attempts, WIRE};
 use crate::config::Seal;
 use crate::error::{self, to_pingora, ProxyError, Role, ERROR_CODE, ERROR_SOURCE};
 use crate::http::{self as h, now_ms};
 use crate::metrics::Metrics;
 use crate::pools::Pool;
 use crate::state::{Shared, Snapshot};
-
-/// Log target showing what crosses the wire (debug level): protocol headers
-/// and the first bytes of sealed bodies. Never plaintext, never keys.
-pub const WIRE: &str = "fastproxy::wire";
-
-/// The first 48 bytes of a sealed body, in hex, for the wire log.
-pub(crate) fn hex_prefix(data: &[u8]) -> String {
-    let shown = &data[..data.len().min(48)];
-    let more = if data.len() > shown.len() { "…" } else { "" };
-    format!("{}{more}", filters::hex::encode(shown))
-}
 
 /// Bodies up to this size are read whole before sealing when compressed, so
 /// the sealed request still carries an exact `Content-Length` (and Pingora can
@@ -355,7 +344,7 @@ impl Outbound {
             for name in remove {
                 up.remove_header(&name);
             }
-            strip_hop_by_hop(up);
+            h::strip_request_hop_by_hop(up);
             return Ok(());
         }
         remove.extend(
@@ -366,7 +355,7 @@ impl Outbound {
         for name in remove {
             up.remove_header(&name);
         }
-        strip_hop_by_hop(up);
+        h::strip_request_hop_by_hop(up);
 
         let nonce = Nonce::random(&self.rng).map_err(|_| ProxyError::Internal)?;
         let req = session.req_header();
@@ -439,7 +428,7 @@ impl Outbound {
     fn open_response(&self, session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
         let plan = ctx.plan.as_ref().ok_or(ProxyError::Internal)?;
         if plan.passthrough {
-            strip_response_hop_by_hop(resp);
+            h::strip_response_hop_by_hop(resp);
             ctx.reply = Reply::Plain;
             return Ok(());
         }
@@ -480,7 +469,7 @@ impl Outbound {
         for name in h::fp_header_names(&resp.headers) {
             resp.remove_header(&name);
         }
-        strip_response_hop_by_hop(resp);
+        h::strip_response_hop_by_hop(resp);
         resp.remove_header("content-length");
         resp.remove_header("content-type");
         let mut r = Ok(());
@@ -532,20 +521,6 @@ fn refused(resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
     r.map_err(|_| ProxyError::Internal)?;
     ctx.reply = Reply::Refused(body);
     Ok(())
-}
-
-/// Removes hop-by-hop headers from a request through its case-preserving API.
-pub(crate) fn strip_hop_by_hop(req: &mut RequestHeader) {
-    for name in h::hop_by_hop_names(&req.headers) {
-        req.remove_header(&name);
-    }
-}
-
-/// Removes hop-by-hop headers from a response through its case-preserving API.
-pub(crate) fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
-    for name in h::hop_by_hop_names(&resp.headers) {
-        resp.remove_header(&name);
-    }
 }
 
 /// Reads a small compressed body whole (see [`PRESEAL_MAX`]).
