@@ -7,15 +7,15 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use crate::error::ProxyError;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
-pub const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
+pub const HOP_BY_HOP: [HeaderName; 8] = [
+    ::http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    ::http::header::TE,
+    ::http::header::TRAILER,
+    ::http::header::TRANSFER_ENCODING,
+    ::http::header::UPGRADE,
+    ::http::header::PROXY_AUTHENTICATE,
 ];
 
 /// Content type of a sealed body on the wire.
@@ -56,16 +56,18 @@ pub fn check_path(path: &str) -> Result<(), ProxyError> {
 
 /// The hop-by-hop headers present, and those the `Connection` header
 /// nominates: what a proxy must not forward.
-pub fn hop_by_hop_names(headers: &HeaderMap) -> Vec<String> {
-    let mut names: Vec<String> = headers
+pub fn hop_by_hop_names(headers: &HeaderMap) -> Vec<HeaderName> {
+    // Static names: no allocation unless a Connection header nominates others.
+    let mut names: Vec<HeaderName> = headers
         .get_all("connection")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
-    names.extend(HOP_BY_HOP.iter().filter(|n| headers.contains_key(**n)).map(|n| n.to_string()));
+    names.extend(HOP_BY_HOP.iter().filter(|n| headers.contains_key(*n)).cloned());
     names
 }
 
@@ -153,9 +155,9 @@ mod tests {
         h.insert("keep-alive", "5".parse().unwrap());
         h.append("x-multi", "a".parse().unwrap());
         h.append("x-multi", "b".parse().unwrap());
-        let mut names = hop_by_hop_names(&h);
+        let mut names: Vec<String> = hop_by_hop_names(&h).iter().map(|n| n.to_string()).collect();
         names.sort();
-        assert_eq!(names, ["close", "connection", "keep-alive", "x-secret"]);
+        assert_eq!(names, ["connection", "keep-alive", "x-secret"]);
     }
 
     #[test]

@@ -118,12 +118,7 @@ fn run(cli: Cli) -> Result<(), String> {
     let snap = shared.load();
     if let Some(out) = &snap.config.outbound {
         let role = roles::outbound::Outbound::new(shared.clone(), metrics.clone());
-        let mut svc = http_proxy_service_with_name(&server.configuration, role, "fastproxy outbound");
-        for addr in &out.listen {
-            svc.add_tcp(&addr.to_string());
-        }
-        server.add_service(svc);
-        log::info!("outbound role listening on {:?}", out.listen);
+        add_role(&mut server, "outbound", role, &out.listen);
         if out.dangerous_passthrough {
             log::warn!("outbound.dangerous_passthrough is on: requests leave UNSEALED (benchmarks only)");
         }
@@ -131,12 +126,7 @@ fn run(cli: Cli) -> Result<(), String> {
     if let Some(inb) = &snap.config.inbound {
         let replay = Arc::new(filters::ReplayGuard::new(inb.max_skew_ms, inb.replay_cache));
         let role = roles::inbound::Inbound::new(shared.clone(), replay, metrics.clone());
-        let mut svc = http_proxy_service_with_name(&server.configuration, role, "fastproxy inbound");
-        for addr in &inb.listen {
-            svc.add_tcp(&addr.to_string());
-        }
-        server.add_service(svc);
-        log::info!("inbound role listening on {:?}", inb.listen);
+        add_role(&mut server, "inbound", role, &inb.listen);
         if inb.dangerous_passthrough {
             log::warn!("inbound.dangerous_passthrough is on: requests are NOT verified (benchmarks only)");
         }
@@ -153,4 +143,18 @@ fn run(cli: Cli) -> Result<(), String> {
     server.add_services(snap.pools.background_services());
     drop(snap);
     server.run_forever()
+}
+
+/// Adds a proxy role as a Pingora service listening on `listen`.
+fn add_role<R>(server: &mut Server, name: &str, role: R, listen: &[std::net::SocketAddr])
+where
+    R: pingora::proxy::ProxyHttp + Send + Sync + 'static,
+    R::CTX: Send + Sync,
+{
+    let mut svc = http_proxy_service_with_name(&server.configuration, role, &format!("fastproxy {name}"));
+    for addr in listen {
+        svc.add_tcp(&addr.to_string());
+    }
+    server.add_service(svc);
+    log::info!("{name} role listening on {listen:?}");
 }

@@ -45,6 +45,10 @@ pub struct Outbound {
     pub caller_header: String,
     /// Header carrying the caller's timeout in ms (lower case).
     pub timeout_header: String,
+    /// Headers of the app's request replaced by the sealed form: the caller
+    /// and timeout headers, Content-Length and Content-Type (named once at
+    /// load, not per request).
+    pub replaced_headers: Vec<::http::HeaderName>,
     /// Largest request body accepted from the app.
     pub max_body: u64,
     /// Largest opened response body.

@@ -299,8 +299,13 @@ fn outbound(
         upstream_ref(c, &format!("{path}.upstream"), &r.upstream, ups);
         routes.insert(service.clone(), Route { upstream: r.upstream.clone(), timeout: r.timeout.map(|d| d.0) });
     }
+    let replaced_headers = [caller_header.as_str(), timeout_header.as_str(), "content-length", "content-type"]
+        .iter()
+        .filter_map(|n| ::http::HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect();
     Outbound {
         listen,
+        replaced_headers,
         caller: o.caller.clone(),
         caller_header,
         timeout_header,

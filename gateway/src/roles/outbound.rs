@@ -347,11 +347,7 @@ impl Outbound {
             h::strip_request_hop_by_hop(up);
             return Ok(());
         }
-        remove.extend(
-            [out.caller_header.as_str(), out.timeout_header.as_str(), "content-length", "content-type"]
-                .iter()
-                .filter_map(|n| ::http::HeaderName::from_bytes(n.as_bytes()).ok()),
-        );
+        remove.extend(out.replaced_headers.iter().cloned());
         for name in remove {
             up.remove_header(&name);
         }
