@@ -140,6 +140,13 @@ fn the_config_view_shows_no_secret() {
     }
 }
 
+/// Runs `fastproxy check -f path`: exit code and stderr.
+fn check(path: &std::path::Path) -> (Option<i32>, String) {
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_fastproxy")).args(["check", "-f"]).arg(path).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 #[test]
 fn check_reports_every_mistake_with_its_path() {
     let dir = std::env::temp_dir().join(format!("fastproxy-check-{}", std::process::id()));
@@ -150,13 +157,8 @@ fn check_reports_every_mistake_with_its_path() {
         .replace("codec: none", "codec: lzma")
         .replace("{ upstream: token-local }", "{ upstream: token-locl }");
     std::fs::write(dir.join("broken.yaml"), broken).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fastproxy"))
-        .args(["check", "-f"])
-        .arg(dir.join("broken.yaml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{text}");
+    let (code, text) = check(&dir.join("broken.yaml"));
+    assert_eq!(code, Some(2), "{text}");
     for path in ["outbound.listen[0]", "outbound.callers.song_service.codec", "inbound.services.token_service.upstream"]
     {
         assert!(text.contains(&format!("{path}:")), "{path} missing in:\n{text}");
@@ -169,13 +171,8 @@ fn check_reports_every_mistake_with_its_path() {
             .replace("listen: [\"127.0.0.1:8033\"]", "listen: [\"127.0.0.1:8033\"]\n  max_skw: 5s"),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fastproxy"))
-        .args(["check", "-f"])
-        .arg(dir.join("typo.yaml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2));
+    let (code, text) = check(&dir.join("typo.yaml"));
+    assert_eq!(code, Some(2));
     assert!(text.contains("inbound.max_skw") || text.contains("inbound:"), "{text}");
     assert!(text.contains("unknown field `max_skw`"), "{text}");
     // Secrets are not echoed when they are wrong.
@@ -184,12 +181,7 @@ fn check_reports_every_mistake_with_its_path() {
         demo.replace("404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f", "4041424344454647zz"),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fastproxy"))
-        .args(["check", "-f"])
-        .arg(dir.join("secret.yaml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
+    let (_, text) = check(&dir.join("secret.yaml"));
     assert!(text.contains("keys.hmac.sign-v1.secret"), "{text}");
     assert!(!text.contains("4041424344454647"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -13,6 +13,7 @@ pub mod view;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use filters::{Algorithm, Codec, CompressOptions, KeyRing};
@@ -56,7 +57,7 @@ pub struct Outbound {
     /// Forward without sealing (benchmarks only).
     pub dangerous_passthrough: bool,
     /// Sealing settings per caller.
-    pub callers: HashMap<String, Seal>,
+    pub callers: HashMap<String, Arc<Seal>>,
     /// Routes per callee service.
     pub routes: HashMap<String, Route>,
 }

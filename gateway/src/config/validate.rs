@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use filters::{AeadKey, Algorithm, Codec, CompressOptions, KeyRing, SignKey};
@@ -290,7 +291,7 @@ fn outbound(
             level: s.level.unwrap_or(0),
             min_size: s.compress_min.map_or(256, |s| s.0.min(u64::from(u32::MAX)) as usize),
         };
-        callers.insert(name.clone(), Seal { aead, sign_key: s.sign_key.clone(), codec, compress });
+        callers.insert(name.clone(), Arc::new(Seal { aead, sign_key: s.sign_key.clone(), codec, compress }));
     }
     let mut routes = HashMap::new();
     for (service, r) in &o.routes {

@@ -53,7 +53,7 @@ pub struct Plan {
     snap: Arc<Snapshot>,
     caller: String,
     service: String,
-    seal: Seal,
+    seal: Arc<Seal>,
     pool: Arc<Pool>,
     /// The caller's deadline, signed and sent on.
     deadline_ms: Option<u64>,
