@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 
 use crate::error::{Error, Limit, Result};
 
-/// A compression codec, named in `x-fp-codec`.
+/// A compression codec, named in the `z` field of `x-fp`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
     /// No compression.

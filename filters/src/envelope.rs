@@ -1,49 +1,103 @@
-//! The signed metadata of one message, and its mapping to `x-fp-*` headers.
+//! The signed metadata of one message, and its encoding as the single
+//! `x-fp` header.
 //!
 //! An [`Envelope`] borrows its strings from the HTTP request or response it
-//! describes, so building or parsing one allocates nothing. Header values are
-//! formatted into stack buffers handed to a callback.
+//! describes, so parsing one allocates nothing; writing one appends to a
+//! caller-supplied buffer.
+//!
+//! The header value is a fixed-order list of `key=value` fields separated by
+//! `;` (see [`field`]); `ct` (the content type, which may itself contain `;`)
+//! is always last and runs to the end of the value. One header instead of one
+//! per field keeps the per-message cost of HTTP header handling small.
 
 use crate::aead::Algorithm;
 use crate::codec::Codec;
 use crate::error::{Error, Limit, Result};
 use crate::sign::Signature;
 
-/// The protocol version this crate speaks, as carried in `x-fp-version`.
+/// The protocol version this crate speaks, as carried in the `v` field.
 pub const VERSION: &str = "1";
 /// Length of a message nonce in bytes.
 pub const NONCE_LEN: usize = 16;
 /// Longest service or caller name the protocol accepts.
 pub const MAX_NAME_LEN: usize = 128;
-/// Longest `x-fp-content-type` value the protocol accepts.
+/// Longest content type (`ct` field) the protocol accepts.
 pub const MAX_CONTENT_TYPE_LEN: usize = 256;
+/// Longest `x-fp` header value the protocol accepts.
+pub const MAX_HEADER_LEN: usize = 1024;
+/// Name of the protocol header (lower case, as HTTP/2 requires).
+pub const HEADER: &str = "x-fp";
 
-/// Names of the protocol headers (lower case, as HTTP/2 requires).
-pub mod header {
+/// Keys of the fields of the `x-fp` header, in the order they must appear.
+/// Each appears at most once; [`field::ORDER`] lists them all.
+pub mod field {
     /// Protocol version; always `1` here.
-    pub const VERSION: &str = "x-fp-version";
+    pub const VERSION: &str = "v";
     /// Calling service's identity (requests only).
-    pub const CALLER: &str = "x-fp-caller";
+    pub const CALLER: &str = "c";
     /// AEAD algorithm name, or `none` in sign-only mode.
-    pub const ALG: &str = "x-fp-alg";
+    pub const ALG: &str = "a";
     /// Encryption key id (absent in sign-only mode).
-    pub const KEY: &str = "x-fp-key";
+    pub const KEY: &str = "k";
     /// Signing key id.
-    pub const SIGN_KEY: &str = "x-fp-sign-key";
+    pub const SIGN_KEY: &str = "s";
     /// Compression codec of the records.
-    pub const CODEC: &str = "x-fp-codec";
+    pub const CODEC: &str = "z";
     /// Sender's clock, Unix time in milliseconds.
-    pub const TIMESTAMP: &str = "x-fp-timestamp";
+    pub const TIMESTAMP: &str = "t";
     /// 16 random bytes, 32 lower-case hex digits.
-    pub const NONCE: &str = "x-fp-nonce";
+    pub const NONCE: &str = "n";
     /// Plaintext body length in bytes, when the sender knows it.
-    pub const LENGTH: &str = "x-fp-length";
+    pub const LENGTH: &str = "l";
     /// Caller's deadline, Unix time in milliseconds (requests only, optional).
-    pub const DEADLINE: &str = "x-fp-deadline";
-    /// The plaintext's original `Content-Type` (absent when it had none).
-    pub const CONTENT_TYPE: &str = "x-fp-content-type";
+    pub const DEADLINE: &str = "d";
     /// HMAC-SHA256 over the canonical metadata, 64 lower-case hex digits.
-    pub const SIGNATURE: &str = "x-fp-signature";
+    pub const SIGNATURE: &str = "sig";
+    /// The plaintext's original `Content-Type` (absent when it had none);
+    /// always last, its value runs to the end of the header.
+    pub const CONTENT_TYPE: &str = "ct";
+    /// Every field key, in wire order.
+    pub const ORDER: [&str; 12] =
+        [VERSION, CALLER, ALG, KEY, SIGN_KEY, CODEC, TIMESTAMP, NONCE, LENGTH, DEADLINE, SIGNATURE, CONTENT_TYPE];
+}
+
+/// The fields of one `x-fp` header value, split but not yet interpreted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fields<'a>([Option<&'a str>; 12]);
+
+impl<'a> Fields<'a> {
+    /// Splits a header value into its fields. Unknown keys, repeated keys,
+    /// keys out of order and empty fields are [`Error::Malformed`].
+    pub fn parse(value: &'a str) -> Result<Self> {
+        if value.len() > MAX_HEADER_LEN {
+            return Err(Error::TooLarge(Limit::Header));
+        }
+        let mut out = [None; 12];
+        let mut next = 0; // index in ORDER of the earliest key still allowed
+        let mut rest = value;
+        while !rest.is_empty() {
+            let (key, after) = rest.split_once('=').ok_or(Error::Malformed(HEADER))?;
+            let at = field::ORDER[next..].iter().position(|k| *k == key).ok_or(Error::Malformed(HEADER))? + next;
+            let (val, tail) = if key == field::CONTENT_TYPE {
+                (after, "")
+            } else {
+                match after.split_once(';') {
+                    Some((v, t)) if !t.is_empty() => (v, t),
+                    Some(_) => return Err(Error::Malformed(HEADER)),
+                    None => (after, ""),
+                }
+            };
+            out[at] = Some(val);
+            next = at + 1;
+            rest = tail;
+        }
+        Ok(Fields(out))
+    }
+
+    /// The value of the field `key` (one of [`field::ORDER`]), if present.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        field::ORDER.iter().position(|k| *k == key).and_then(|i| self.0[i])
+    }
 }
 
 /// Which way a message travels, with the fields that only that way has.
@@ -82,7 +136,7 @@ pub enum Protection<'a> {
 }
 
 impl Protection<'_> {
-    /// The value of `x-fp-alg`.
+    /// The value of the `a` (algorithm) field.
     pub fn alg_name(&self) -> &'static str {
         match self {
             Protection::SignOnly => "none",
@@ -153,68 +207,91 @@ pub struct Envelope<'a> {
 }
 
 impl<'a> Envelope<'a> {
-    /// Calls `put(name, value)` for every protocol header of this message,
-    /// including `x-fp-signature`. Nothing is allocated.
-    pub fn write_headers(&self, sig: &Signature, mut put: impl FnMut(&'static str, &str)) {
-        let mut num = [0u8; 20];
-        put(header::VERSION, VERSION);
-        if let Target::Request { .. } = self.target {
-            put(header::CALLER, self.caller);
-        }
-        put(header::ALG, self.protection.alg_name());
-        if let Protection::Encrypt { key, .. } = self.protection {
-            put(header::KEY, key);
-        }
-        put(header::SIGN_KEY, self.sign_key);
-        put(header::CODEC, self.codec.name());
-        put(header::TIMESTAMP, fmt_u64(self.timestamp_ms, &mut num));
-        let mut nonce = [0u8; 2 * NONCE_LEN];
-        put(header::NONCE, crate::hex::encode_into(&self.nonce.0, &mut nonce));
-        if let Some(len) = self.length {
-            put(header::LENGTH, fmt_u64(len, &mut num));
-        }
-        if let (Target::Request { .. }, Some(deadline)) = (self.target, self.deadline_ms) {
-            put(header::DEADLINE, fmt_u64(deadline, &mut num));
-        }
-        if !self.content_type.is_empty() {
-            put(header::CONTENT_TYPE, self.content_type);
-        }
-        let mut hex = [0u8; 64];
-        put(header::SIGNATURE, crate::hex::encode_into(&sig.0, &mut hex));
+    /// Appends this message's `x-fp` header value, signature included, to
+    /// `out`.
+    pub fn write_header(&self, sig: &Signature, out: &mut String) {
+        self.write_fields(sig, |k, v| {
+            if !out.is_empty() {
+                out.push(';');
+            }
+            out.push_str(k);
+            out.push('=');
+            out.push_str(v);
+        });
     }
 
-    /// Reads a request's envelope from its headers (`get` looks one up by its
-    /// lower-case name) and request line. `service`, `path` and `query` come
-    /// from the request target `/<service><path>?<query>`.
+    /// The `x-fp` header value as a new string (sized to fit in one
+    /// allocation).
+    pub fn header_value(&self, sig: &Signature) -> String {
+        let mut out = String::with_capacity(256 + self.content_type.len());
+        self.write_header(sig, &mut out);
+        out
+    }
+
+    /// Calls `put(key, value)` for every field of this message's `x-fp`
+    /// header, in wire order, including the signature.
+    pub fn write_fields(&self, sig: &Signature, mut put: impl FnMut(&'static str, &str)) {
+        let mut num = [0u8; 20];
+        put(field::VERSION, VERSION);
+        if let Target::Request { .. } = self.target {
+            put(field::CALLER, self.caller);
+        }
+        put(field::ALG, self.protection.alg_name());
+        if let Protection::Encrypt { key, .. } = self.protection {
+            put(field::KEY, key);
+        }
+        put(field::SIGN_KEY, self.sign_key);
+        put(field::CODEC, self.codec.name());
+        put(field::TIMESTAMP, fmt_u64(self.timestamp_ms, &mut num));
+        let mut nonce = [0u8; 2 * NONCE_LEN];
+        put(field::NONCE, crate::hex::encode_into(&self.nonce.0, &mut nonce));
+        if let Some(len) = self.length {
+            put(field::LENGTH, fmt_u64(len, &mut num));
+        }
+        if let (Target::Request { .. }, Some(deadline)) = (self.target, self.deadline_ms) {
+            put(field::DEADLINE, fmt_u64(deadline, &mut num));
+        }
+        let mut hex = [0u8; 64];
+        put(field::SIGNATURE, crate::hex::encode_into(&sig.0, &mut hex));
+        if !self.content_type.is_empty() {
+            put(field::CONTENT_TYPE, self.content_type);
+        }
+    }
+
+    /// Reads a request's envelope from its `x-fp` header value (`None` when
+    /// the request has none) and request line. `service`, `path` and `query`
+    /// come from the request target `/<service><path>?<query>`.
     pub fn parse_request(
-        get: impl Fn(&str) -> Option<&'a str>,
+        header: Option<&'a str>,
         method: &'a str,
         service: &'a str,
         path: &'a str,
         query: &'a str,
     ) -> Result<(Self, Signature)> {
-        let caller = get(header::CALLER).ok_or(Error::Malformed(header::CALLER))?;
+        let f = Fields::parse(header.ok_or(Error::Malformed(HEADER))?)?;
+        let caller = f.get(field::CALLER).ok_or(malformed(field::CALLER))?;
         if !crate::valid_token(caller, MAX_NAME_LEN) {
-            return Err(Error::Malformed(header::CALLER));
+            return Err(malformed(field::CALLER));
         }
         if !crate::valid_token(service, MAX_NAME_LEN) {
             return Err(Error::Malformed("service"));
         }
-        let deadline_ms = optional_u64(&get, header::DEADLINE)?;
+        let deadline_ms = optional_u64(&f, field::DEADLINE)?;
         let target = Target::Request { method, path, query };
-        parse_common(&get, target, service, caller, deadline_ms)
+        parse_common(&f, target, service, caller, deadline_ms)
     }
 
-    /// Reads a response's envelope from its headers and status, for the
-    /// request `request` it answers. A response must use the request's
-    /// protection and keys; anything else is [`Error::DisallowedAlgorithm`].
-    pub fn parse_response(
-        get: impl Fn(&str) -> Option<&'a str>,
-        status: u16,
-        request: &Envelope<'a>,
-    ) -> Result<(Self, Signature)> {
+    /// Reads a response's envelope from its `x-fp` header value and status,
+    /// for the request `request` it answers. A response must use the
+    /// request's protection and keys; anything else is
+    /// [`Error::DisallowedAlgorithm`].
+    pub fn parse_response(header: Option<&'a str>, status: u16, request: &Envelope<'a>) -> Result<(Self, Signature)> {
+        let f = Fields::parse(header.ok_or(Error::Malformed(HEADER))?)?;
+        if f.get(field::CALLER).is_some() || f.get(field::DEADLINE).is_some() {
+            return Err(Error::Malformed(HEADER));
+        }
         let target = Target::Response { status, request_nonce: request.nonce };
-        let (env, sig) = parse_common(&get, target, request.service, request.caller, None)?;
+        let (env, sig) = parse_common(&f, target, request.service, request.caller, None)?;
         if env.protection != request.protection || env.sign_key != request.sign_key {
             return Err(Error::DisallowedAlgorithm);
         }
@@ -222,45 +299,64 @@ impl<'a> Envelope<'a> {
     }
 }
 
+/// The error for a missing or malformed field, naming it for people.
+fn malformed(key: &str) -> Error {
+    const NAMES: [&str; 12] = [
+        "x-fp version",
+        "x-fp caller",
+        "x-fp alg",
+        "x-fp key",
+        "x-fp sign-key",
+        "x-fp codec",
+        "x-fp timestamp",
+        "x-fp nonce",
+        "x-fp length",
+        "x-fp deadline",
+        "x-fp signature",
+        "x-fp content-type",
+    ];
+    Error::Malformed(field::ORDER.iter().position(|k| *k == key).map_or(HEADER, |i| NAMES[i]))
+}
+
 fn parse_common<'a>(
-    get: &impl Fn(&str) -> Option<&'a str>,
+    f: &Fields<'a>,
     target: Target<'a>,
     service: &'a str,
     caller: &'a str,
     deadline_ms: Option<u64>,
 ) -> Result<(Envelope<'a>, Signature)> {
-    match get(header::VERSION) {
+    match f.get(field::VERSION) {
         Some(VERSION) => {}
         Some(_) => return Err(Error::UnsupportedVersion),
-        None => return Err(Error::Malformed(header::VERSION)),
+        None => return Err(malformed(field::VERSION)),
     }
-    let protection = match get(header::ALG).ok_or(Error::Malformed(header::ALG))? {
-        "none" => match get(header::KEY) {
+    let protection = match f.get(field::ALG).ok_or(malformed(field::ALG))? {
+        "none" => match f.get(field::KEY) {
             None => Protection::SignOnly,
-            Some(_) => return Err(Error::Malformed(header::KEY)),
+            Some(_) => return Err(malformed(field::KEY)),
         },
         name => {
             let alg = Algorithm::from_name(name).ok_or(Error::DisallowedAlgorithm)?;
-            let key = key_id(get, header::KEY)?;
+            let key = key_id(f, field::KEY)?;
             Protection::Encrypt { alg, key }
         }
     };
-    let sign_key = key_id(get, header::SIGN_KEY)?;
-    let codec = get(header::CODEC).ok_or(Error::Malformed(header::CODEC))?;
+    let sign_key = key_id(f, field::SIGN_KEY)?;
+    let codec = f.get(field::CODEC).ok_or(malformed(field::CODEC))?;
     let codec = Codec::from_name(codec).ok_or(Error::BadCodec)?;
-    let timestamp_ms = optional_u64(get, header::TIMESTAMP)?.ok_or(Error::Malformed(header::TIMESTAMP))?;
-    let nonce = get(header::NONCE).and_then(Nonce::from_hex).ok_or(Error::Malformed(header::NONCE))?;
-    let length = optional_u64(get, header::LENGTH)?;
-    let content_type = match get(header::CONTENT_TYPE) {
+    let timestamp_ms = optional_u64(f, field::TIMESTAMP)?.ok_or(malformed(field::TIMESTAMP))?;
+    let nonce = f.get(field::NONCE).and_then(Nonce::from_hex).ok_or(malformed(field::NONCE))?;
+    let length = optional_u64(f, field::LENGTH)?;
+    let content_type = match f.get(field::CONTENT_TYPE) {
         None => "",
         Some(ct) if ct.len() > MAX_CONTENT_TYPE_LEN => return Err(Error::TooLarge(Limit::Header)),
         Some(ct) if !ct.is_empty() && ct.bytes().all(|b| (0x20..0x7f).contains(&b)) => ct,
-        Some(_) => return Err(Error::Malformed(header::CONTENT_TYPE)),
+        Some(_) => return Err(malformed(field::CONTENT_TYPE)),
     };
     let mut sig = Signature([0u8; 32]);
-    let hex = get(header::SIGNATURE).ok_or(Error::Malformed(header::SIGNATURE))?;
+    let hex = f.get(field::SIGNATURE).ok_or(malformed(field::SIGNATURE))?;
     if !crate::hex::decode_into(hex, &mut sig.0) {
-        return Err(Error::Malformed(header::SIGNATURE));
+        return Err(malformed(field::SIGNATURE));
     }
     let env = Envelope {
         target,
@@ -278,25 +374,25 @@ fn parse_common<'a>(
     Ok((env, sig))
 }
 
-fn key_id<'a>(get: &impl Fn(&str) -> Option<&'a str>, name: &'static str) -> Result<&'a str> {
-    match get(name) {
+fn key_id<'a>(f: &Fields<'a>, key: &'static str) -> Result<&'a str> {
+    match f.get(key) {
         Some(id) if crate::keys::valid_key_id(id) => Ok(id),
-        _ => Err(Error::Malformed(name)),
+        _ => Err(malformed(key)),
     }
 }
 
-/// A header holding a canonical decimal `u64`: 1–20 digits, no sign, no
+/// A field holding a canonical decimal `u64`: 1–20 digits, no sign, no
 /// leading zero (except `0` itself), no overflow.
-fn optional_u64<'a>(get: &impl Fn(&str) -> Option<&'a str>, name: &'static str) -> Result<Option<u64>> {
-    let Some(text) = get(name) else { return Ok(None) };
+fn optional_u64(f: &Fields<'_>, key: &'static str) -> Result<Option<u64>> {
+    let Some(text) = f.get(key) else { return Ok(None) };
     let canonical = !text.is_empty()
         && text.len() <= 20
         && text.bytes().all(|b| b.is_ascii_digit())
         && (text == "0" || !text.starts_with('0'));
     if !canonical {
-        return Err(Error::Malformed(name));
+        return Err(malformed(key));
     }
-    text.parse().map(Some).map_err(|_| Error::Malformed(name))
+    text.parse().map(Some).map_err(|_| malformed(key))
 }
 
 /// Formats `v` as decimal into `buf` and returns it as text.

@@ -33,7 +33,8 @@ pub enum KeyKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
-    /// A protocol header is missing or not of its form; names the header.
+    /// A protocol header or one of its fields is missing or not of its form;
+    /// names it.
     Malformed(&'static str),
     /// The message declares a protocol version this build does not speak.
     UnsupportedVersion,
@@ -93,7 +94,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Malformed(header) => write!(f, "header {header} is missing or malformed"),
+            Error::Malformed(what) => write!(f, "{what} is missing or malformed"),
             Error::UnsupportedVersion => f.write_str("unsupported protocol version"),
             Error::BadSignature => f.write_str("signature does not verify"),
             Error::StaleTimestamp => f.write_str("timestamp outside the freshness window"),

@@ -58,7 +58,7 @@ impl AeadKey {
         Ok(AeadKey { id: id.to_owned(), alg, prk: extract(secret)? })
     }
 
-    /// The key's id, as it travels in `x-fp-key`.
+    /// The key's id, as it travels in the `k` field of `x-fp`.
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -99,7 +99,7 @@ impl SignKey {
         Ok(SignKey { id: id.to_owned(), sign: hmac::Key::from(okm), prk })
     }
 
-    /// The key's id, as it travels in `x-fp-sign-key`.
+    /// The key's id, as it travels in the `s` field of `x-fp`.
     pub fn id(&self) -> &str {
         &self.id
     }

@@ -3,19 +3,19 @@
 //! The pure part of fastproxy: everything needed to seal an HTTP message for
 //! the wire and to open it again, with no I/O, no async and no HTTP server.
 //!
-//! A message is an [`Envelope`] (signed metadata, carried in `x-fp-*`
-//! headers) and a body of records ([`record`]): compressed, then encrypted
+//! A message is an [`Envelope`] (signed metadata, carried in the `x-fp`
+//! header) and a body of records ([`record`]): compressed, then encrypted
 //! with a per-message key (or, in sign-only mode, authenticated with a
 //! per-message MAC key). The wire format is specified byte by byte in
 //! `docs/PROTOCOL.md`.
 //!
 //! Sending:
 //! 1. build an [`Envelope`] (fresh [`Nonce`], current timestamp);
-//! 2. [`KeyRing::seal`] → signature for the headers and a [`Sealer`];
+//! 2. [`KeyRing::seal`] → signature for the `x-fp` header and a [`Sealer`];
 //! 3. feed body chunks to [`Sealer::seal`], end with [`Sealer::finish`].
 //!
 //! Receiving:
-//! 1. [`Envelope::parse_request`] (or `parse_response`) from the headers;
+//! 1. [`Envelope::parse_request`] (or `parse_response`) from the `x-fp` header;
 //! 2. [`KeyRing::verify`] → [`Verified`];
 //! 3. [`ReplayGuard::check`] for requests (freshness + nonce cache);
 //! 4. [`Verified::opener`] → feed the body to [`Opener::open`], end with

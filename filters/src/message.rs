@@ -10,7 +10,7 @@ use crate::sign::{self, Signature};
 
 impl KeyRing {
     /// Signs `env` with the keys it names and returns the signature (for
-    /// `x-fp-signature`) and a [`Sealer`] for the body. The body must have
+    /// the `sig` field of `x-fp`) and a [`Sealer`] for the body. The body must have
     /// exactly `env.length` bytes when that is set.
     pub fn seal(&self, env: &Envelope<'_>, opts: CompressOptions) -> Result<(Signature, Sealer)> {
         let sign_key = self.sign(env.sign_key)?;

@@ -10,18 +10,31 @@ use filters::*;
 
 const GCM: Option<Algorithm> = Some(Algorithm::Aes256Gcm);
 
+/// The fields of a message's `x-fp` header, by key.
 fn headers_of(env: &Envelope<'_>, sig: &Signature) -> HashMap<String, String> {
     let mut h = HashMap::new();
-    env.write_headers(sig, |k, v| {
+    env.write_fields(sig, |k, v| {
         h.insert(k.to_owned(), v.to_owned());
     });
     h
 }
 
-/// Parses a request from headers and verifies it (the receiver's first steps).
-fn verify_headers(keys: &KeyRing, h: &HashMap<String, String>, method: &str, path: &str, query: &str) -> Result<()> {
-    let (env, sig) = Envelope::parse_request(|n| h.get(n).map(|s| s.as_str()), method, "token_service", path, query)?;
+/// Encodes fields back into an `x-fp` value, in wire order.
+fn encode(h: &HashMap<String, String>) -> String {
+    let parts: Vec<String> =
+        envelope::field::ORDER.iter().filter_map(|k| h.get(*k).map(|v| format!("{k}={v}"))).collect();
+    parts.join(";")
+}
+
+/// Parses a request's `x-fp` header and verifies it (the receiver's first steps).
+fn verify_value(keys: &KeyRing, value: &str, method: &str, path: &str, query: &str) -> Result<()> {
+    let (env, sig) = Envelope::parse_request(Some(value), method, "token_service", path, query)?;
     keys.verify(&env, &sig).map(|_| ())
+}
+
+/// [`verify_value`] on fields.
+fn verify_headers(keys: &KeyRing, h: &HashMap<String, String>, method: &str, path: &str, query: &str) -> Result<()> {
+    verify_value(keys, &encode(h), method, path, query)
 }
 
 #[test]
@@ -75,24 +88,24 @@ fn each_signed_header_field_is_covered() {
     verify_headers(&keys, &good, "POST", "/api/service", "a=1&b=2").unwrap();
 
     let cases: &[(&str, &str, Error)] = &[
-        ("x-fp-caller", "evil_service", Error::BadSignature),
-        ("x-fp-codec", "gzip", Error::BadSignature),
-        ("x-fp-codec", "lzma", Error::BadCodec),
-        ("x-fp-alg", "chacha20-poly1305", Error::DisallowedAlgorithm),
-        ("x-fp-alg", "aes-128-gcm", Error::DisallowedAlgorithm),
-        ("x-fp-key", "chacha-1", Error::DisallowedAlgorithm),
-        ("x-fp-key", "gcm-9", Error::UnknownKey(KeyKind::Aead)),
-        ("x-fp-sign-key", "sign-2", Error::BadSignature),
-        ("x-fp-sign-key", "sign-9", Error::UnknownKey(KeyKind::Sign)),
-        ("x-fp-timestamp", "1764115200001", Error::BadSignature),
-        ("x-fp-timestamp", "01764115200000", Error::Malformed("x-fp-timestamp")),
-        ("x-fp-nonce", "04040404040404040404040404040404", Error::BadSignature),
-        ("x-fp-nonce", "0303", Error::Malformed("x-fp-nonce")),
-        ("x-fp-length", "11", Error::BadSignature),
-        ("x-fp-deadline", "1764115299999", Error::BadSignature),
-        ("x-fp-content-type", "text/plain", Error::BadSignature),
-        ("x-fp-version", "2", Error::UnsupportedVersion),
-        ("x-fp-signature", "00", Error::Malformed("x-fp-signature")),
+        ("c", "evil_service", Error::BadSignature),
+        ("z", "gzip", Error::BadSignature),
+        ("z", "lzma", Error::BadCodec),
+        ("a", "chacha20-poly1305", Error::DisallowedAlgorithm),
+        ("a", "aes-128-gcm", Error::DisallowedAlgorithm),
+        ("k", "chacha-1", Error::DisallowedAlgorithm),
+        ("k", "gcm-9", Error::UnknownKey(KeyKind::Aead)),
+        ("s", "sign-2", Error::BadSignature),
+        ("s", "sign-9", Error::UnknownKey(KeyKind::Sign)),
+        ("t", "1764115200001", Error::BadSignature),
+        ("t", "01764115200000", Error::Malformed("x-fp timestamp")),
+        ("n", "04040404040404040404040404040404", Error::BadSignature),
+        ("n", "0303", Error::Malformed("x-fp nonce")),
+        ("l", "11", Error::BadSignature),
+        ("d", "1764115299999", Error::BadSignature),
+        ("ct", "text/plain", Error::BadSignature),
+        ("v", "2", Error::UnsupportedVersion),
+        ("sig", "00", Error::Malformed("x-fp signature")),
     ];
     for (name, value, expected) in cases {
         let mut h = good.clone();
@@ -101,7 +114,7 @@ fn each_signed_header_field_is_covered() {
         assert_eq!(&err, expected, "{name}: {value}");
     }
     // Removing an optional signed field is detected too.
-    for name in ["x-fp-length", "x-fp-deadline", "x-fp-content-type"] {
+    for name in ["l", "d", "ct"] {
         let mut h = good.clone();
         h.remove(name);
         assert_eq!(
@@ -112,10 +125,10 @@ fn each_signed_header_field_is_covered() {
     }
     // A flipped signature bit.
     let mut h = good.clone();
-    let s = h["x-fp-signature"].clone();
+    let s = h["sig"].clone();
     let first = if s.starts_with('0') { '1' } else { '0' };
     let flipped = format!("{first}{}", &s[1..]);
-    h.insert("x-fp-signature".into(), flipped);
+    h.insert("sig".into(), flipped);
     assert_eq!(verify_headers(&keys, &h, "POST", "/api/service", "a=1&b=2").unwrap_err(), Error::BadSignature);
     // The request line: method, path, query.
     for (m, p, q) in [
@@ -127,10 +140,50 @@ fn each_signed_header_field_is_covered() {
         assert_eq!(verify_headers(&keys, &good, m, p, q).unwrap_err(), Error::BadSignature, "{m} {p}?{q}");
     }
     // Another service.
-    let other =
-        Envelope::parse_request(|n| good.get(n).map(|s| s.as_str()), "POST", "pay_service", "/api/service", "a=1&b=2")
-            .unwrap();
+    let value = encode(&good);
+    let other = Envelope::parse_request(Some(&value), "POST", "pay_service", "/api/service", "a=1&b=2").unwrap();
     assert_eq!(keys.verify(&other.0, &other.1).err(), Some(Error::BadSignature));
+}
+
+#[test]
+fn the_header_encoding_is_strict() {
+    let keys = ring();
+    let env = request(GCM, Codec::None, Some(10), 5);
+    let (sig, _) = seal(&keys, &env, &[0u8; 10], 0);
+    let good = env.header_value(&sig);
+    verify_value(&keys, &good, "POST", "/api/service", "a=1&b=2").unwrap();
+    let malformed = Err(Error::Malformed("x-fp"));
+    let t = format!("t={}", env.timestamp_ms);
+    let cases = [
+        // A field repeated, out of order, unknown, empty-keyed; a trailing separator.
+        good.replacen(&t, &format!("{t};{t}"), 1),
+        good.replacen("v=1;", "", 1).replacen("a=", "v=1;a=", 1),
+        good.replacen("v=1;", "v=1;x=1;", 1),
+        good.replacen("v=1;", "v=1;=1;", 1),
+        good.replacen("v=1;", "v=1;c", 1),
+        good.replacen(";ct=application/json", ";", 1),
+    ];
+    for bad in &cases {
+        assert_eq!(verify_value(&keys, bad, "POST", "/api/service", "a=1&b=2"), malformed, "{bad:?}");
+    }
+    assert_eq!(verify_value(&keys, "", "POST", "/", "").unwrap_err().code(), "malformed", "empty value");
+    assert_eq!(
+        Envelope::parse_request(None, "POST", "token_service", "/", "").unwrap_err(),
+        Error::Malformed("x-fp"),
+        "no header"
+    );
+    // Over the length limit (a content type of 2000 bytes).
+    let long = format!("{good};ct={}", "a".repeat(2000));
+    assert_eq!(verify_value(&keys, &long, "POST", "/api/service", "a=1&b=2"), Err(Error::TooLarge(Limit::Header)));
+    // A content type holding `;` and `=` travels intact as the last field.
+    let mut env = env;
+    env.content_type = "text/plain; charset=utf-8; q=0.5";
+    let (sig, _) = seal(&keys, &env, &[0u8; 10], 0);
+    let value = env.header_value(&sig);
+    assert!(value.ends_with(";ct=text/plain; charset=utf-8; q=0.5"), "{value}");
+    let (parsed, _) =
+        Envelope::parse_request(Some(&value), "POST", "token_service", "/api/service", "a=1&b=2").unwrap();
+    assert_eq!(parsed, env);
 }
 
 #[test]
@@ -139,15 +192,15 @@ fn a_sign_only_message_changed_to_claim_encryption_fails_and_vice_versa() {
     let env = request(None, Codec::None, None, 4);
     let (sig, _) = seal(&keys, &env, b"x", 0);
     let mut h = headers_of(&env, &sig);
-    h.insert("x-fp-alg".into(), "aes-256-gcm".into());
-    h.insert("x-fp-key".into(), "gcm-1".into());
+    h.insert("a".into(), "aes-256-gcm".into());
+    h.insert("k".into(), "gcm-1".into());
     assert_eq!(verify_headers(&keys, &h, "POST", "/api/service", "a=1&b=2").unwrap_err(), Error::BadSignature);
 
     let env = request(GCM, Codec::None, None, 4);
     let (sig, _) = seal(&keys, &env, b"x", 0);
     let mut h = headers_of(&env, &sig);
-    h.insert("x-fp-alg".into(), "none".into());
-    h.remove("x-fp-key");
+    h.insert("a".into(), "none".into());
+    h.remove("k");
     assert_eq!(verify_headers(&keys, &h, "POST", "/api/service", "a=1&b=2").unwrap_err(), Error::BadSignature);
 }
 
@@ -320,7 +373,7 @@ fn an_endless_stream_of_compressed_zeros_stops_at_the_body_limit() {
 #[test]
 fn error_messages_name_their_cause_and_carry_no_secrets() {
     let all = [
-        Error::Malformed("x-fp-nonce"),
+        Error::Malformed("x-fp nonce"),
         Error::UnsupportedVersion,
         Error::BadSignature,
         Error::StaleTimestamp,
@@ -369,11 +422,16 @@ mod garbage {
 
         /// Arbitrary header values never panic the parser.
         #[test]
-        fn random_headers_never_panic(values in prop::collection::vec(".{0,80}", 12)) {
-            let names = ["x-fp-version", "x-fp-caller", "x-fp-alg", "x-fp-key", "x-fp-sign-key", "x-fp-codec",
-                "x-fp-timestamp", "x-fp-nonce", "x-fp-length", "x-fp-deadline", "x-fp-content-type", "x-fp-signature"];
-            let h: HashMap<String, String> = names.iter().map(|n| n.to_string()).zip(values).collect();
+        fn random_fields_never_panic(values in prop::collection::vec(".{0,80}", 12)) {
+            let h: HashMap<String, String> =
+                envelope::field::ORDER.iter().map(|n| n.to_string()).zip(values).collect();
             let _ = verify_headers(&ring(), &h, "GET", "/", "");
+        }
+
+        /// Arbitrary whole header values never panic the parser.
+        #[test]
+        fn random_header_values_never_panic(value in "[a-z=;0-9]{0,120}|.{0,200}") {
+            let _ = verify_value(&ring(), &value, "GET", "/", "");
         }
     }
 }

@@ -85,6 +85,7 @@ impl ProxyError {
                 | E::CorruptRecord
                 | E::Truncated
                 | E::LengthMismatch => 401,
+                E::TooLarge(filters::Limit::Header) => 431,
                 E::TooLarge(_) | E::RecordLimit => 413,
                 _ => 400,
             },

@@ -36,29 +36,71 @@ pub fn split_target(path: &str) -> Result<(&str, &str), ProxyError> {
 }
 
 /// Refuses paths a callee could resolve differently from our policy match:
-/// `.`/`..` segments (literal or percent-encoded), backslashes, NUL.
+/// `.`/`..` segments (literal or percent-encoded), backslashes, NUL, and
+/// encoded separators. Allocates nothing.
 pub fn check_path(path: &str) -> Result<(), ProxyError> {
-    let bad = path.split('/').any(|seg| {
-        let lower = seg.to_ascii_lowercase();
-        let decoded = lower.replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    }) || path.contains('\\')
-        || path.to_ascii_lowercase().contains("%5c")
-        || path.to_ascii_lowercase().contains("%2f")
-        || path.contains('\0')
-        || path.to_ascii_lowercase().contains("%00");
-    if bad {
+    let bytes = path.as_bytes();
+    let encoded = |i: usize, hex: &[u8; 2]| {
+        bytes.get(i) == Some(&b'%')
+            && bytes.get(i + 1) == Some(&hex[0])
+            && bytes.get(i + 2).is_some_and(|b| b.eq_ignore_ascii_case(&hex[1]))
+    };
+    let bad_byte = (0..bytes.len())
+        .any(|i| matches!(bytes[i], b'\\' | 0) || encoded(i, b"5c") || encoded(i, b"2f") || encoded(i, b"00"));
+    let dot_segment = path.split('/').any(|seg| {
+        // A segment that decodes to "." or "..": one or two of `.` / `%2e`.
+        let mut rest = seg.as_bytes();
+        let mut dots = 0;
+        while !rest.is_empty() {
+            if rest[0] == b'.' {
+                rest = &rest[1..];
+            } else if rest.len() >= 3 && rest[0] == b'%' && rest[1] == b'2' && rest[2].eq_ignore_ascii_case(&b'e') {
+                rest = &rest[3..];
+            } else {
+                return false;
+            }
+            dots += 1;
+        }
+        dots == 1 || dots == 2
+    });
+    if bad_byte || dot_segment {
         Err(ProxyError::BadRequest("path contains dot segments or encoded separators"))
     } else {
         Ok(())
     }
 }
 
-/// The hop-by-hop headers present, and those the `Connection` header
-/// nominates: what a proxy must not forward.
-pub fn hop_by_hop_names(headers: &HeaderMap) -> Vec<HeaderName> {
-    // Static names: no allocation unless a Connection header nominates others.
-    let mut names: Vec<HeaderName> = headers
+/// The header maps of Pingora's request and response headers, and their
+/// case-preserving removal: what header hygiene needs from either.
+pub trait MessageHeaders {
+    /// The headers.
+    fn map(&self) -> &HeaderMap;
+    /// Removes every value of `name`.
+    fn remove(&mut self, name: &HeaderName);
+}
+
+impl MessageHeaders for RequestHeader {
+    fn map(&self) -> &HeaderMap {
+        &self.headers
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        self.remove_header(name);
+    }
+}
+
+impl MessageHeaders for ResponseHeader {
+    fn map(&self) -> &HeaderMap {
+        &self.headers
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        self.remove_header(name);
+    }
+}
+
+/// Headers the `Connection` header nominates as hop-by-hop (besides the
+/// `close`/`keep-alive` options). Allocates only when there are some.
+pub fn nominated_hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all("connection")
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -66,29 +108,48 @@ pub fn hop_by_hop_names(headers: &HeaderMap) -> Vec<HeaderName> {
         .map(str::trim)
         .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    names.extend(HOP_BY_HOP.iter().filter(|n| headers.contains_key(*n)).cloned());
-    names
+        .collect()
 }
 
-/// Removes hop-by-hop headers from a request through its case-preserving API.
-pub fn strip_request_hop_by_hop(req: &mut RequestHeader) {
-    for name in hop_by_hop_names(&req.headers) {
-        req.remove_header(&name);
+/// Removes the hop-by-hop headers (RFC 9110 §7.6.1) and those `Connection`
+/// nominates: what a proxy must not forward.
+pub fn strip_hop_by_hop(m: &mut impl MessageHeaders) {
+    for name in nominated_hop_by_hop(m.map()) {
+        m.remove(&name);
+    }
+    for name in &HOP_BY_HOP {
+        if m.map().contains_key(name) {
+            m.remove(name);
+        }
     }
 }
 
-/// Removes hop-by-hop headers from a response through its case-preserving API.
-pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
-    for name in hop_by_hop_names(&resp.headers) {
-        resp.remove_header(&name);
-    }
+/// The protocol header.
+const FP_HEADER: HeaderName = HeaderName::from_static(filters::envelope::HEADER);
+
+/// Name of the header carrying the verified caller to the callee.
+pub const FORWARDED_CALLER: &str = "x-fp-caller";
+/// Name of the header carrying the caller's deadline (Unix ms) to the callee.
+pub const FORWARDED_DEADLINE: &str = "x-fp-deadline";
+
+fn is_fp(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n == filters::envelope::HEADER || n.starts_with("x-fp-")
 }
 
-/// Names of all `x-fp-*` headers present (protocol headers must never be
-/// taken from an app or an unverified peer).
-pub fn fp_header_names(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers.keys().filter(|k| k.as_str().starts_with("x-fp-")).cloned().collect()
+/// Removes `x-fp` and every `x-fp-*` header: protocol headers are never
+/// taken from an app or an unverified peer. Allocates only when `x-fp-*`
+/// headers other than `x-fp` are present.
+pub fn strip_fp_headers(m: &mut impl MessageHeaders) {
+    if m.map().contains_key(&FP_HEADER) {
+        m.remove(&FP_HEADER);
+    }
+    if m.map().keys().any(is_fp) {
+        let names: Vec<HeaderName> = m.map().keys().filter(|k| is_fp(k)).cloned().collect();
+        for name in names {
+            m.remove(&name);
+        }
+    }
 }
 
 /// A header's value as text, when present and visible ASCII.
@@ -139,10 +200,22 @@ mod tests {
 
     #[test]
     fn unsafe_paths() {
-        for p in ["/a/../b", "/a/./b", "/a/%2e%2E/b", "/a/.%2e", "/a\\b", "/a%2fb", "/a%5cb", "/a%00"] {
+        for p in [
+            "/a/../b",
+            "/a/./b",
+            "/a/%2e%2E/b",
+            "/a/.%2e",
+            "/a\\b",
+            "/a%2fb",
+            "/a%5cb",
+            "/a%00",
+            "/a/%2E%2e",
+            "/%2e/x",
+            "/a/.",
+        ] {
             assert!(check_path(p).is_err(), "{p}");
         }
-        for p in ["/", "/api/v1/x.json", "/a/..b/c", "/a/b.", "/%41"] {
+        for p in ["/", "/api/v1/x.json", "/a/..b/c", "/a/b.", "/%41", "/a/...", "/a/%2e%2e%2e", "/a%2", "/a%"] {
             assert!(check_path(p).is_ok(), "{p}");
         }
     }
@@ -155,9 +228,19 @@ mod tests {
         h.insert("keep-alive", "5".parse().unwrap());
         h.append("x-multi", "a".parse().unwrap());
         h.append("x-multi", "b".parse().unwrap());
-        let mut names: Vec<String> = hop_by_hop_names(&h).iter().map(|n| n.to_string()).collect();
-        names.sort();
-        assert_eq!(names, ["connection", "keep-alive", "x-secret"]);
+        let names: Vec<String> = nominated_hop_by_hop(&h).iter().map(|n| n.to_string()).collect();
+        assert_eq!(names, ["x-secret"]);
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in &h {
+            req.append_header(k.clone(), v.clone()).unwrap();
+        }
+        req.append_header("x-fp", "v=1").unwrap();
+        req.append_header("x-fp-caller", "evil").unwrap();
+        strip_hop_by_hop(&mut req);
+        strip_fp_headers(&mut req);
+        let mut left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["x-multi"]);
     }
 
     #[test]

@@ -50,11 +50,11 @@ fn every_algorithm_and_codec_round_trips() {
                     "{who}: Content-Length restored"
                 );
                 assert_eq!(seen.head.get("x-fp-caller"), Some(who.as_str()), "the callee learns the verified caller");
-                assert!(seen.head.get("x-fp-signature").is_none(), "no protocol headers reach the callee");
+                assert!(seen.head.get("x-fp").is_none(), "no protocol headers reach the callee");
                 assert_eq!(resp.head.get_all("x-multi"), ["a", "b"], "{who}: repeated response headers");
                 assert_eq!(resp.header("content-length"), Some(size.to_string().as_str()));
                 assert_eq!(resp.header("content-type"), Some("application/json; charset=utf-8"));
-                assert!(resp.header("x-fp-signature").is_none(), "no protocol headers reach the app");
+                assert!(resp.header("x-fp").is_none(), "no protocol headers reach the app");
             }
         }
     }

@@ -37,7 +37,7 @@ fn the_link_carries_no_plaintext() {
         let x = pair.relay().last();
         assert!(!contains(&x.request, MARKER), "{who}: plaintext in the sealed request");
         assert!(!contains(&x.response, MARKER), "{who}: plaintext in the sealed response");
-        assert!(contains(&x.request, b"x-fp-signature"), "the relay saw a sealed request");
+        assert!(contains(&x.request, b";sig="), "the relay saw a sealed request");
     }
     // Control: sign-only traffic does carry the plaintext, so the check above can fail.
     let resp = post(&pair, &caller("none", "none"), marked_body());
@@ -61,9 +61,9 @@ fn tampered_requests_get_401_and_never_reach_the_callee() {
         ("body byte", Tamper::FlipRequestBody(100), "corrupt_record"),
         ("path", Tamper::SetTarget("/token_service/api/refund?amount=10".into()), "bad_signature"),
         ("query", Tamper::SetTarget("/token_service/api/pay?amount=1000".into()), "bad_signature"),
-        ("signed header", Tamper::SetHeader("x-fp-length".into(), "1".into()), "bad_signature"),
-        ("caller", Tamper::SetHeader("x-fp-caller".into(), "c-chacha-none".into()), "bad_signature"),
-        ("timestamp", Tamper::SetHeader("x-fp-timestamp".into(), "1".into()), "bad_signature"),
+        ("signed header", Tamper::SetField("l", "1".into()), "bad_signature"),
+        ("caller", Tamper::SetField("c", "c-chacha-none".into()), "bad_signature"),
+        ("timestamp", Tamper::SetField("t", "1".into()), "bad_signature"),
         ("stale", Tamper::Delay(Duration::from_millis(2600)), "stale_timestamp"),
     ];
     for (what, tamper, code) in cases {
@@ -112,7 +112,7 @@ fn an_unknown_key_gets_401() {
 fn a_modified_sealed_response_is_rejected_by_the_outbound_proxy() {
     let pair = Pair::start(Options { relay: true, ..Options::default() });
     // A changed signed response header: refused before anything reaches the app.
-    pair.relay().tamper_next(Tamper::SetResponseHeader("x-fp-length".into(), "3".into()));
+    pair.relay().tamper_next(Tamper::SetResponseField("l", "3".into()));
     let resp = post(&pair, &caller("aes", "none"), marked_body());
     assert_eq!(resp.status, 502, "{}", resp.text());
     assert_eq!(resp.header("x-fp-error-code"), Some("bad_response"));

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use filters::envelope::HEADER;
 use filters::{
     Algorithm, Codec, CompressOptions, Envelope, Limits, Nonce, Opener, Protection, ReplayGuard, Sealer, Target,
 };
@@ -335,9 +336,9 @@ impl Inbound {
         if inb.dangerous_passthrough {
             return Ok((Accepted::plain(snap.clone(), service, below, query, pool), None));
         }
-        let get = |n: &str| h::header_str(&req.headers, n);
         let method = req.method.as_str();
-        let (env, sig) = Envelope::parse_request(get, method, service, below, query).map_err(ProxyError::Request)?;
+        let header = h::header_str(&req.headers, HEADER);
+        let (env, sig) = Envelope::parse_request(header, method, service, below, query).map_err(ProxyError::Request)?;
         let verified = snap.config.keys.verify(&env, &sig).map_err(ProxyError::Request)?;
         let now = now_ms();
         self.replay.check(&env.nonce, env.timestamp_ms, now).map_err(ProxyError::Request)?;
@@ -406,7 +407,7 @@ impl Inbound {
     fn seal_response(&self, session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
         let acc = ctx.accepted.as_ref().ok_or(ProxyError::Internal)?;
         if acc.passthrough {
-            h::strip_response_hop_by_hop(resp);
+            h::strip_hop_by_hop(resp);
             return Ok(());
         }
         let status = resp.status.as_u16();
@@ -418,10 +419,8 @@ impl Inbound {
             Some(ct) if ct.len() <= filters::envelope::MAX_CONTENT_TYPE_LEN => ct.to_owned(),
             Some(_) => return Err(ProxyError::UpstreamFailed),
         };
-        for name in h::fp_header_names(&resp.headers) {
-            resp.remove_header(&name);
-        }
-        h::strip_response_hop_by_hop(resp);
+        h::strip_fp_headers(resp);
+        h::strip_hop_by_hop(resp);
         resp.remove_header("content-length");
         resp.remove_header("content-type");
 
@@ -443,9 +442,9 @@ impl Inbound {
             deadline_ms: None,
         };
         let (sig, sealer) = acc.snap.config.keys.seal(&env, CompressOptions::default()).map_err(ProxyError::Request)?;
-        let mut failed = false;
-        env.write_headers(&sig, |k, v| failed |= resp.insert_header(k, v).is_err());
-        let mut r = if failed { Err(ProxyError::Internal) } else { Ok(()) }.map_err(|_| Error::new_str("header"));
+        let value = env.header_value(&sig);
+        log::debug!(target: WIRE, "sealed response: {status}\n  {HEADER}: {value}");
+        let mut r = resp.insert_header(HEADER, value);
         if bodyless {
             if let (Some(n), true) = (length, *method == pingora::http::Method::HEAD) {
                 r = r.and(resp.insert_header("content-length", n.to_string()));
@@ -465,11 +464,6 @@ impl Inbound {
             }
         }
         r.map_err(|_: Box<Error>| ProxyError::Internal)?;
-        if log::log_enabled!(target: WIRE, log::Level::Debug) {
-            let mut line = format!("sealed response: {status}");
-            env.write_headers(&sig, |k, v| line.push_str(&format!("\n  {k}: {v}")));
-            log::debug!(target: WIRE, "{line}");
-        }
         // Unknown length: a streaming response (events, long poll) — every
         // chunk goes out as its own record at once.
         ctx.flush_records = length.is_none();
@@ -484,18 +478,16 @@ fn restore_request(session: &Session, up: &mut RequestHeader, ctx: &mut Ctx) -> 
     let acc = ctx.accepted.as_ref().ok_or(ProxyError::Internal)?;
     let uri = acc.target.parse().map_err(|_| ProxyError::BadRequest("invalid request target"))?;
     up.set_uri(uri);
-    for name in h::fp_header_names(&up.headers) {
-        up.remove_header(&name);
-    }
-    h::strip_request_hop_by_hop(up);
+    h::strip_fp_headers(up);
+    h::strip_hop_by_hop(up);
     if acc.passthrough {
         return Ok(());
     }
     up.remove_header("content-length");
     up.remove_header("content-type");
-    let mut r = up.insert_header("x-fp-caller", &acc.caller);
+    let mut r = up.insert_header(h::FORWARDED_CALLER, &acc.caller);
     if let Some(d) = acc.deadline_ms {
-        r = r.and(up.insert_header(filters::envelope::header::DEADLINE, d.to_string()));
+        r = r.and(up.insert_header(h::FORWARDED_DEADLINE, d.to_string()));
     }
     if !acc.content_type.is_empty() {
         r = r.and(up.insert_header("content-type", &acc.content_type));

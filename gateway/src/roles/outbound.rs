@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use filters::envelope::header;
+use filters::envelope::HEADER;
 use filters::{Envelope, Limits, Nonce, Opener, Protection, Sealer, Target};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -339,19 +339,14 @@ impl Outbound {
     fn seal_request(&self, session: &Session, up: &mut RequestHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
         let plan = ctx.plan.as_ref().ok_or(ProxyError::Internal)?;
         let out = plan.snap.config.outbound.as_ref().ok_or(ProxyError::Internal)?;
-        let mut remove = h::fp_header_names(&up.headers);
+        h::strip_fp_headers(up);
+        h::strip_hop_by_hop(up);
         if plan.passthrough {
-            for name in remove {
-                up.remove_header(&name);
-            }
-            h::strip_request_hop_by_hop(up);
             return Ok(());
         }
-        remove.extend(out.replaced_headers.iter().cloned());
-        for name in remove {
-            up.remove_header(&name);
+        for name in out.replaced_headers.iter() {
+            up.remove_header(name);
         }
-        h::strip_request_hop_by_hop(up);
 
         let nonce = Nonce::random(&self.rng).map_err(|_| ProxyError::Internal)?;
         let req = session.req_header();
@@ -374,16 +369,9 @@ impl Outbound {
             deadline_ms: plan.deadline_ms,
         };
         let (sig, mut sealer) = plan.snap.config.keys.seal(&env, plan.seal.compress).map_err(ProxyError::Request)?;
-        let mut failed = false;
-        env.write_headers(&sig, |k, v| failed |= up.insert_header(k, v).is_err());
-        if failed {
-            return Err(ProxyError::Internal);
-        }
-        if log::log_enabled!(target: WIRE, log::Level::Debug) {
-            let mut line = format!("sealed request: {} {}", req.method, req.uri);
-            env.write_headers(&sig, |k, v| line.push_str(&format!("\n  {k}: {v}")));
-            log::debug!(target: WIRE, "{line}");
-        }
+        let value = env.header_value(&sig);
+        log::debug!(target: WIRE, "sealed request: {} {}\n  {HEADER}: {value}", req.method, req.uri);
+        up.insert_header(HEADER, value).map_err(|_| ProxyError::Internal)?;
 
         ctx.body_in = 0;
         ctx.sent_nonce = Some(nonce);
@@ -424,13 +412,13 @@ impl Outbound {
     fn open_response(&self, session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
         let plan = ctx.plan.as_ref().ok_or(ProxyError::Internal)?;
         if plan.passthrough {
-            h::strip_response_hop_by_hop(resp);
+            h::strip_hop_by_hop(resp);
             ctx.reply = Reply::Plain;
             return Ok(());
         }
         let nonce = ctx.sent_nonce.ok_or(ProxyError::Internal)?;
         let status = resp.status.as_u16();
-        if !resp.headers.contains_key(header::SIGNATURE) {
+        if !resp.headers.contains_key(HEADER) {
             return refused(resp, ctx);
         }
         let protection = match &plan.seal.aead {
@@ -450,8 +438,8 @@ impl Outbound {
             length: None,
             deadline_ms: None,
         };
-        let get = |n: &str| h::header_str(&resp.headers, n);
-        let (env, sig) = Envelope::parse_response(get, status, &request).map_err(ProxyError::Response)?;
+        let header = h::header_str(&resp.headers, HEADER);
+        let (env, sig) = Envelope::parse_response(header, status, &request).map_err(ProxyError::Response)?;
         let verified = plan.snap.config.keys.verify(&env, &sig).map_err(ProxyError::Response)?;
         let (length, content_type) = (env.length, env.content_type.to_owned());
         let method = &session.req_header().method;
@@ -462,10 +450,8 @@ impl Outbound {
             Reply::Open(verified.opener(Limits { max_body: plan.max_response_body }))
         };
 
-        for name in h::fp_header_names(&resp.headers) {
-            resp.remove_header(&name);
-        }
-        h::strip_response_hop_by_hop(resp);
+        h::strip_fp_headers(resp);
+        h::strip_hop_by_hop(resp);
         resp.remove_header("content-length");
         resp.remove_header("content-type");
         let mut r = Ok(());

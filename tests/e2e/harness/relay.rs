@@ -19,12 +19,30 @@ pub enum Tamper {
     SetTarget(String),
     /// Set a request header.
     SetHeader(String, String),
+    /// Set one field (`key=value`) of the request's `x-fp` header.
+    SetField(&'static str, String),
     /// Hold the request this long before forwarding it.
     Delay(Duration),
     /// XOR a body byte of the response at this offset.
     FlipResponseBody(usize),
     /// Set a response header.
     SetResponseHeader(String, String),
+    /// Set one field of the response's `x-fp` header.
+    SetResponseField(&'static str, String),
+}
+
+/// Replaces (or appends) the field `key` of the `x-fp` header in `head`.
+/// Fields are `;`-separated `key=value` pairs; the test keys never include
+/// `ct`, the one field whose value may hold `;`.
+fn set_field(head: &mut Head, key: &str, value: &str) {
+    let old = head.get("x-fp").unwrap_or_default().to_string();
+    let mut fields: Vec<String> = old.split(';').map(str::to_string).collect();
+    let prefix = format!("{key}=");
+    match fields.iter_mut().find(|f| f.starts_with(&prefix)) {
+        Some(f) => *f = format!("{prefix}{value}"),
+        None => fields.push(format!("{prefix}{value}")),
+    }
+    head.set("x-fp", &fields.join(";"));
 }
 
 /// Everything that crossed for one request.
@@ -116,6 +134,7 @@ fn relay(client: TcpStream, target: SocketAddr, state: &State) -> std::io::Resul
                 head.line = format!("{method} {t} HTTP/1.1");
             }
             Some(Tamper::SetHeader(k, v)) => head.set(k, v),
+            Some(Tamper::SetField(k, v)) => set_field(&mut head, k, v),
             Some(Tamper::Delay(d)) => std::thread::sleep(*d),
             _ => {}
         }
@@ -129,6 +148,7 @@ fn relay(client: TcpStream, target: SocketAddr, state: &State) -> std::io::Resul
         match &tamper {
             Some(Tamper::FlipResponseBody(i)) if *i < rbody.len() => rbody[*i] ^= 0x01,
             Some(Tamper::SetResponseHeader(k, v)) => rhead.set(k, v),
+            Some(Tamper::SetResponseField(k, v)) => set_field(&mut rhead, k, v),
             _ => {}
         }
         let response = encode(&rhead, &rbody);
