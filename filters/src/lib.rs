@@ -36,7 +36,7 @@ pub mod sign;
 
 pub use aead::Algorithm;
 pub use codec::{Codec, CompressOptions};
-pub use envelope::{Envelope, Nonce, Protection, Target};
+pub use envelope::{Envelope, Nonce, NonceSource, Protection, Target};
 pub use error::{Error, KeyKind, Limit, Result};
 pub use keys::{AeadKey, KeyRing, SignKey};
 pub use message::Verified;

@@ -35,6 +35,17 @@ pub fn split_target(path: &str) -> Result<(&str, &str), ProxyError> {
     Ok((service, below))
 }
 
+/// The request target for the callee: `uri`'s path below the `/<service>`
+/// segment (`/` when nothing is left), with its query string unchanged.
+pub fn below_service(uri: &::http::Uri, service: &str) -> Result<::http::Uri, ProxyError> {
+    let invalid = || ProxyError::BadRequest("invalid request target");
+    let full = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let rest = full.strip_prefix('/').and_then(|r| r.strip_prefix(service)).ok_or_else(invalid)?;
+    let uri =
+        if rest.starts_with('/') { ::http::Uri::try_from(rest) } else { ::http::Uri::try_from(format!("/{rest}")) };
+    uri.map_err(|_| invalid())
+}
+
 /// Refuses paths a callee could resolve differently from our policy match:
 /// `.`/`..` segments (literal or percent-encoded), backslashes, NUL, and
 /// encoded separators. Allocates nothing.
@@ -196,6 +207,15 @@ mod tests {
         assert_eq!(split_target("/token_service/").ok(), Some(("token_service", "/")));
         assert!(split_target("//x").is_err());
         assert!(split_target("x").is_err());
+    }
+
+    #[test]
+    fn target_below_the_service() {
+        let below = |t: &str| below_service(&t.parse().unwrap(), "svc").map(|u| u.to_string()).ok();
+        assert_eq!(below("/svc/a/b?x=1&y"), Some("/a/b?x=1&y".into()));
+        assert_eq!(below("/svc"), Some("/".into()));
+        assert_eq!(below("/svc?q=1"), Some("/?q=1".into()));
+        assert_eq!(below("/other/a"), None);
     }
 
     #[test]

@@ -116,8 +116,10 @@ fn run(cli: Cli) -> Result<(), String> {
     server.bootstrap();
 
     let snap = shared.load();
+    let rng = ring::rand::SystemRandom::new();
+    let nonces = Arc::new(filters::NonceSource::new(&rng).map_err(|e| format!("seeding nonces: {e}"))?);
     if let Some(out) = &snap.config.outbound {
-        let role = roles::outbound::Outbound::new(shared.clone(), metrics.clone());
+        let role = roles::outbound::Outbound::new(shared.clone(), metrics.clone(), nonces.clone());
         add_role(&mut server, "outbound", role, &out.listen);
         if out.dangerous_passthrough {
             log::warn!("outbound.dangerous_passthrough is on: requests leave UNSEALED (benchmarks only)");
@@ -125,7 +127,7 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     if let Some(inb) = &snap.config.inbound {
         let replay = Arc::new(filters::ReplayGuard::new(inb.max_skew_ms, inb.replay_cache));
-        let role = roles::inbound::Inbound::new(shared.clone(), replay, metrics.clone());
+        let role = roles::inbound::Inbound::new(shared.clone(), replay, metrics.clone(), nonces.clone());
         add_role(&mut server, "inbound", role, &inb.listen);
         if inb.dangerous_passthrough {
             log::warn!("inbound.dangerous_passthrough is on: requests are NOT verified (benchmarks only)");

@@ -20,6 +20,10 @@ use filters::{Algorithm, Codec, CompressOptions, KeyRing};
 
 use crate::policy::CallerPolicy;
 
+/// A configured name (service, caller, key id), shared by every request that
+/// refers to it instead of copied into each.
+pub type Name = Arc<str>;
+
 /// A checked configuration.
 pub struct Config {
     /// Every key, ready for sealing and verification.
@@ -41,7 +45,7 @@ pub struct Outbound {
     /// Listen addresses.
     pub listen: Vec<SocketAddr>,
     /// Fixed caller identity, when this sidecar serves one app.
-    pub caller: Option<String>,
+    pub caller: Option<Name>,
     /// Header naming the caller (lower case).
     pub caller_header: String,
     /// Header carrying the caller's timeout in ms (lower case).
@@ -57,9 +61,9 @@ pub struct Outbound {
     /// Forward without sealing (benchmarks only).
     pub dangerous_passthrough: bool,
     /// Sealing settings per caller.
-    pub callers: HashMap<String, Arc<Seal>>,
+    pub callers: HashMap<Name, Arc<Seal>>,
     /// Routes per callee service.
-    pub routes: HashMap<String, Route>,
+    pub routes: HashMap<Name, Route>,
 }
 
 /// How one caller's requests are sealed.
@@ -97,9 +101,9 @@ pub struct Inbound {
     /// Accept plain requests without verification (benchmarks only).
     pub dangerous_passthrough: bool,
     /// Pool name per local service.
-    pub services: HashMap<String, String>,
+    pub services: HashMap<Name, String>,
     /// Policy per caller; callers not here are refused.
-    pub callers: HashMap<String, CallerPolicy>,
+    pub callers: HashMap<Name, CallerPolicy>,
 }
 
 /// One upstream pool's settings.

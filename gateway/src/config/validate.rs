@@ -10,8 +10,8 @@ use filters::{AeadKey, Algorithm, Codec, CompressOptions, KeyRing, SignKey};
 
 use super::schema::{self, File};
 use super::{
-    secret, Config, HashKey, Health, Inbound, Outbound, OutlierPolicy, Probe, Problem, Problems, RetryPolicy, Route,
-    Seal, Selection, Upstream,
+    secret, Config, HashKey, Health, Inbound, Name, Outbound, OutlierPolicy, Probe, Problem, Problems, RetryPolicy,
+    Route, Seal, Selection, Upstream,
 };
 use crate::policy::{CallerPolicy, Methods, PathMatch, RateLimiter, Rule};
 
@@ -291,14 +291,18 @@ fn outbound(
             level: s.level.unwrap_or(0),
             min_size: s.compress_min.map_or(256, |s| s.0.min(u64::from(u32::MAX)) as usize),
         };
-        callers.insert(name.clone(), Arc::new(Seal { aead, sign_key: s.sign_key.clone(), codec, compress }));
+        callers
+            .insert(Name::from(name.as_str()), Arc::new(Seal { aead, sign_key: s.sign_key.clone(), codec, compress }));
     }
     let mut routes = HashMap::new();
     for (service, r) in &o.routes {
         let path = format!("outbound.routes.{service}");
         c.name(&path, service, "service");
         upstream_ref(c, &format!("{path}.upstream"), &r.upstream, ups);
-        routes.insert(service.clone(), Route { upstream: r.upstream.clone(), timeout: r.timeout.map(|d| d.0) });
+        routes.insert(
+            Name::from(service.as_str()),
+            Route { upstream: r.upstream.clone(), timeout: r.timeout.map(|d| d.0) },
+        );
     }
     let replaced_headers = [caller_header.as_str(), timeout_header.as_str(), "content-length", "content-type"]
         .iter()
@@ -307,7 +311,7 @@ fn outbound(
     Outbound {
         listen,
         replaced_headers,
-        caller: o.caller.clone(),
+        caller: o.caller.as_deref().map(Name::from),
         caller_header,
         timeout_header,
         max_body: o.max_body.map_or(64 * MIB, |s| s.0),
@@ -335,7 +339,7 @@ fn inbound(
             c.fail(&path, "names starting with _fastproxy are reserved for the proxy's own endpoints");
         }
         upstream_ref(c, &format!("{path}.upstream"), &s.upstream, ups);
-        services.insert(name.clone(), s.upstream.clone());
+        services.insert(Name::from(name.as_str()), s.upstream.clone());
     }
     let mut callers = HashMap::new();
     for (name, p) in &i.callers {
@@ -349,7 +353,7 @@ fn inbound(
             if !key_algs.contains_key(id) {
                 c.fail(format!("{path}.keys[{k}]"), format!("no key {id:?} in keys"));
             }
-            keys.insert(id.clone());
+            keys.insert(Name::from(id.as_str()));
         }
         if !p.keys.iter().any(|id| key_algs.get(id) == Some(&None)) {
             c.fail(format!("{path}.keys"), "must list at least one hmac key the caller signs with");
@@ -399,7 +403,7 @@ fn inbound(
                 limit: a.qps.map(RateLimiter::new),
             });
         }
-        callers.insert(name.clone(), CallerPolicy { require_encrypt: p.require.encrypt, keys, rules });
+        callers.insert(Name::from(name.as_str()), CallerPolicy { require_encrypt: p.require.encrypt, keys, rules });
     }
     let max_skew_ms = i.max_skew.map_or(filters::replay::DEFAULT_SKEW_MS, |d| d.0.as_millis() as u64);
     Inbound {

@@ -36,13 +36,13 @@ pub fn render(config: &Config) -> Value {
                     "level": s.compress.level,
                     "compress_min": s.compress.min_size,
                 });
-                (name.clone(), v)
+                (name.to_string(), v)
             })
             .collect();
         let routes: Map<String, Value> = o
             .routes
             .iter()
-            .map(|(name, r)| (name.clone(), json!({ "upstream": r.upstream, "timeout_ms": r.timeout.map(ms) })))
+            .map(|(name, r)| (name.to_string(), json!({ "upstream": r.upstream, "timeout_ms": r.timeout.map(ms) })))
             .collect();
         json!({
             "listen": o.listen,
@@ -61,7 +61,7 @@ pub fn render(config: &Config) -> Value {
             .callers
             .iter()
             .map(|(name, p)| {
-                let mut keys: Vec<&String> = p.keys.iter().collect();
+                let mut keys: Vec<&str> = p.keys.iter().map(|k| &**k).collect();
                 keys.sort();
                 let rules: Vec<Value> = p
                     .rules
@@ -78,7 +78,7 @@ pub fn render(config: &Config) -> Value {
                         json!({ "service": r.service, kind: path, "methods": methods, "qps": r.qps })
                     })
                     .collect();
-                (name.clone(), json!({ "require_encrypt": p.require_encrypt, "keys": keys, "allow": rules }))
+                (name.to_string(), json!({ "require_encrypt": p.require_encrypt, "keys": keys, "allow": rules }))
             })
             .collect();
         json!({

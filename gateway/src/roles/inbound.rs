@@ -13,19 +13,21 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use ::http::HeaderValue;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use filters::envelope::HEADER;
 use filters::{
-    Algorithm, Codec, CompressOptions, Envelope, Limits, Nonce, Opener, Protection, ReplayGuard, Sealer, Target,
+    Algorithm, Codec, CompressOptions, Envelope, Limits, Nonce, NonceSource, Opener, Protection, ReplayGuard, Sealer,
+    Target,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, Result};
-use ring::rand::SystemRandom;
 
 use super::{hex_prefix, Attempts, WIRE};
+use crate::config::Name;
 use crate::error::{self, to_pingora, ProxyError, Role};
 use crate::http::{self as h, now_ms};
 use crate::metrics::Metrics;
@@ -48,31 +50,32 @@ pub struct Inbound {
     shared: Shared,
     replay: Arc<ReplayGuard>,
     metrics: Arc<Metrics>,
-    rng: SystemRandom,
+    nonces: Arc<NonceSource>,
 }
 
 impl Inbound {
     /// A proxy reading its config from `shared`, remembering nonces in `replay`
-    /// (kept across config reloads so a reload never re-opens the window).
-    pub fn new(shared: Shared, replay: Arc<ReplayGuard>, metrics: Arc<Metrics>) -> Self {
-        Inbound { shared, replay, metrics, rng: SystemRandom::new() }
+    /// (kept across config reloads so a reload never re-opens the window),
+    /// drawing response nonces from `nonces`.
+    pub fn new(shared: Shared, replay: Arc<ReplayGuard>, metrics: Arc<Metrics>, nonces: Arc<NonceSource>) -> Self {
+        Inbound { shared, replay, metrics, nonces }
     }
 }
 
 /// A request that passed every header check.
 pub struct Accepted {
     snap: Arc<Snapshot>,
-    caller: String,
-    service: String,
-    /// Path and query for the callee (service segment removed).
-    target: String,
+    /// The verified caller (empty in passthrough).
+    caller: Name,
+    service: Name,
     pool: Arc<Pool>,
     nonce: Nonce,
-    aead: Option<(String, Algorithm)>,
-    sign_key: String,
+    aead: Option<(Name, Algorithm)>,
+    sign_key: Name,
     codec: Codec,
     length: Option<u64>,
-    content_type: String,
+    /// The plaintext's content type, ready to forward.
+    content_type: Option<HeaderValue>,
     /// The caller's signed deadline.
     deadline_ms: Option<u64>,
     /// The deadline enforced here: signed or the pool's total timeout.
@@ -83,20 +86,18 @@ pub struct Accepted {
 
 impl Accepted {
     /// An unverified request (`dangerous_passthrough`).
-    fn plain(snap: Arc<Snapshot>, service: &str, below: &str, query: &str, pool: Arc<Pool>) -> Self {
-        let target = if query.is_empty() { below.to_owned() } else { format!("{below}?{query}") };
+    fn plain(snap: Arc<Snapshot>, service: Name, pool: Arc<Pool>) -> Self {
         Accepted {
             snap,
-            caller: String::new(),
-            service: service.to_owned(),
-            target,
+            caller: Name::from(""),
+            service,
             pool,
             nonce: Nonce([0; 16]),
             aead: None,
-            sign_key: String::new(),
+            sign_key: Name::from(""),
             codec: Codec::None,
             length: None,
-            content_type: String::new(),
+            content_type: None,
             deadline_ms: None,
             local_deadline_ms: None,
             passthrough: true,
@@ -329,12 +330,12 @@ impl Inbound {
         let path = req.uri.path();
         let (service, below) = h::split_target(path)?;
         h::check_path(path)?;
-        let pool_name = inb.services.get(service).ok_or(ProxyError::UnknownService)?;
+        let (service_name, pool_name) = inb.services.get_key_value(service).ok_or(ProxyError::UnknownService)?;
         let pool = snap.pools.get(pool_name).ok_or(ProxyError::Internal)?.clone();
-        known.service = Some(service.to_owned());
+        known.service = Some(service_name.clone());
         let query = req.uri.query().unwrap_or("");
         if inb.dangerous_passthrough {
-            return Ok((Accepted::plain(snap.clone(), service, below, query, pool), None));
+            return Ok((Accepted::plain(snap.clone(), service_name.clone(), pool), None));
         }
         let method = req.method.as_str();
         let header = h::header_str(&req.headers, HEADER);
@@ -342,8 +343,9 @@ impl Inbound {
         let verified = snap.config.keys.verify(&env, &sig).map_err(ProxyError::Request)?;
         let now = now_ms();
         self.replay.check(&env.nonce, env.timestamp_ms, now).map_err(ProxyError::Request)?;
-        let policy = inb.callers.get(env.caller).ok_or(ProxyError::Denied(Denial::UnknownCaller))?;
-        known.caller = Some(env.caller.to_owned());
+        let (caller, policy) =
+            inb.callers.get_key_value(env.caller).ok_or(ProxyError::Denied(Denial::UnknownCaller))?;
+        known.caller = Some(caller.clone());
         policy.check_protection(&env).map_err(ProxyError::Denied)?;
         policy.authorize(service, below, method).map_err(ProxyError::Denied)?;
         if env.deadline_ms.is_some_and(|d| d <= now) {
@@ -352,25 +354,32 @@ impl Inbound {
         if env.length.is_some_and(|n| n > inb.max_body) {
             return Err(ProxyError::BodyTooLarge);
         }
-        let target = if query.is_empty() { below.to_owned() } else { format!("{below}?{query}") };
+        // The policy allowed these key ids, so it holds them: share its copies.
+        let key_name = |id: &str| policy.keys.get(id).cloned().ok_or(ProxyError::Internal);
         let aead = match env.protection {
-            Protection::Encrypt { alg, key } => Some((key.to_owned(), alg)),
+            Protection::Encrypt { alg, key } => Some((key_name(key)?, alg)),
             Protection::SignOnly => None,
+        };
+        let content_type = match env.content_type {
+            "" => None,
+            ct => Some(
+                HeaderValue::from_str(ct)
+                    .map_err(|_| ProxyError::Request(filters::Error::Malformed("x-fp content-type")))?,
+            ),
         };
         let local_deadline_ms = super::effective_deadline(env.deadline_ms, &pool, now);
         let accepted = Accepted {
             passthrough: false,
             local_deadline_ms,
-            caller: env.caller.to_owned(),
-            service: service.to_owned(),
-            target,
+            caller: caller.clone(),
+            service: service_name.clone(),
             pool,
             nonce: env.nonce,
             aead,
-            sign_key: env.sign_key.to_owned(),
+            sign_key: key_name(env.sign_key)?,
             codec: env.codec,
             length: env.length,
-            content_type: env.content_type.to_owned(),
+            content_type,
             deadline_ms: env.deadline_ms,
             snap: snap.clone(),
         };
@@ -382,16 +391,16 @@ impl Inbound {
     async fn health(&self, session: &mut Session, service: &str) -> Result<()> {
         let snap = self.shared.load_full();
         let Some(inb) = snap.config.inbound.as_ref() else { return Ok(()) };
-        let pools: Vec<(&String, bool)> = inb
+        let pools: Vec<(&str, bool)> = inb
             .services
             .iter()
-            .filter(|(name, _)| service.is_empty() || name.as_str() == service)
-            .map(|(name, pool)| (name, snap.pools.get(pool).is_some_and(|p| p.has_available())))
+            .filter(|(name, _)| service.is_empty() || &***name == service)
+            .map(|(name, pool)| (&**name, snap.pools.get(pool).is_some_and(|p| p.has_available())))
             .collect();
         let ok = !pools.is_empty() && pools.iter().all(|(_, up)| *up);
         let body = serde_json::json!({
             "status": if ok { "ok" } else { "unavailable" },
-            "services": pools.iter().map(|(n, up)| (n.as_str(), *up)).collect::<std::collections::BTreeMap<_, _>>(),
+            "services": pools.iter().map(|(n, up)| (*n, *up)).collect::<std::collections::BTreeMap<_, _>>(),
         })
         .to_string();
         let mut h = ResponseHeader::build(if ok { 200 } else { 503 }, Some(3))?;
@@ -437,7 +446,7 @@ impl Inbound {
             protection,
             sign_key: &acc.sign_key,
             timestamp_ms: now_ms(),
-            nonce: Nonce::random(&self.rng).map_err(|_| ProxyError::Internal)?,
+            nonce: self.nonces.next_nonce(),
             length,
             deadline_ms: None,
         };
@@ -476,8 +485,7 @@ impl Inbound {
 /// service, original content type and length, the verified caller identity.
 fn restore_request(session: &Session, up: &mut RequestHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
     let acc = ctx.accepted.as_ref().ok_or(ProxyError::Internal)?;
-    let uri = acc.target.parse().map_err(|_| ProxyError::BadRequest("invalid request target"))?;
-    up.set_uri(uri);
+    up.set_uri(h::below_service(&up.uri, &acc.service)?);
     h::strip_fp_headers(up);
     h::strip_hop_by_hop(up);
     if acc.passthrough {
@@ -485,12 +493,12 @@ fn restore_request(session: &Session, up: &mut RequestHeader, ctx: &mut Ctx) -> 
     }
     up.remove_header("content-length");
     up.remove_header("content-type");
-    let mut r = up.insert_header(h::FORWARDED_CALLER, &acc.caller);
+    let mut r = up.insert_header(h::FORWARDED_CALLER, &*acc.caller);
     if let Some(d) = acc.deadline_ms {
         r = r.and(up.insert_header(h::FORWARDED_DEADLINE, d.to_string()));
     }
-    if !acc.content_type.is_empty() {
-        r = r.and(up.insert_header("content-type", &acc.content_type));
+    if let Some(ct) = &acc.content_type {
+        r = r.and(up.insert_header(::http::header::CONTENT_TYPE, ct.clone()));
     }
     let length = match &ctx.body {
         Body::Verified(plain) => Some(plain.len() as u64),

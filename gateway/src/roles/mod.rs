@@ -12,7 +12,7 @@ use pingora::proxy::{FailToProxy, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
-use crate::config::HashKey;
+use crate::config::{HashKey, Name};
 use crate::error::{self, ProxyError, Role};
 use crate::http::now_ms;
 use crate::metrics::{Metrics, RequestRecord};
@@ -229,9 +229,9 @@ pub struct Labels<'a> {
 #[derive(Debug, Default)]
 pub struct Known {
     /// The caller.
-    pub caller: Option<String>,
+    pub caller: Option<Name>,
     /// The callee service.
-    pub service: Option<String>,
+    pub service: Option<Name>,
 }
 
 impl Known {

@@ -11,18 +11,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use ::http::HeaderValue;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use filters::envelope::HEADER;
-use filters::{Envelope, Limits, Nonce, Opener, Protection, Sealer, Target};
+use filters::{Envelope, Limits, Nonce, NonceSource, Opener, Protection, Sealer, Target};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, Result};
-use ring::rand::SystemRandom;
 
 use super::{hex_prefix, Attempts, WIRE};
-use crate::config::Seal;
+use crate::config::{Name, Seal};
 use crate::error::{self, to_pingora, ProxyError, Role, ERROR_CODE, ERROR_SOURCE};
 use crate::http::{self as h, now_ms};
 use crate::metrics::Metrics;
@@ -38,21 +38,22 @@ const PRESEAL_MAX: u64 = 64 * 1024;
 pub struct Outbound {
     shared: Shared,
     metrics: Arc<Metrics>,
-    rng: SystemRandom,
+    nonces: Arc<NonceSource>,
 }
 
 impl Outbound {
-    /// A proxy reading its config from `shared`, counting into `metrics`.
-    pub fn new(shared: Shared, metrics: Arc<Metrics>) -> Self {
-        Outbound { shared, metrics, rng: SystemRandom::new() }
+    /// A proxy reading its config from `shared`, counting into `metrics`,
+    /// drawing request nonces from `nonces`.
+    pub fn new(shared: Shared, metrics: Arc<Metrics>, nonces: Arc<NonceSource>) -> Self {
+        Outbound { shared, metrics, nonces }
     }
 }
 
 /// What `request_filter` decided for a request.
 pub struct Plan {
     snap: Arc<Snapshot>,
-    caller: String,
-    service: String,
+    caller: Name,
+    service: Name,
     seal: Arc<Seal>,
     pool: Arc<Pool>,
     /// The caller's deadline, signed and sent on.
@@ -61,7 +62,8 @@ pub struct Plan {
     /// timeout, whichever comes first.
     local_deadline_ms: Option<u64>,
     length: Option<u64>,
-    content_type: String,
+    /// The app's content type (a shared reference to the request's bytes).
+    content_type: Option<HeaderValue>,
     max_body: u64,
     max_response_body: u64,
     /// Forward unsealed (benchmarks only).
@@ -292,14 +294,15 @@ impl Outbound {
         let path = req.uri.path();
         let (service, _) = h::split_target(path)?;
         h::check_path(path)?;
-        let route = out.routes.get(service).ok_or(ProxyError::UnknownService)?;
-        known.service = Some(service.to_owned());
+        let (service, route) = out.routes.get_key_value(service).ok_or(ProxyError::UnknownService)?;
+        known.service = Some(service.clone());
         let pool = snap.pools.get(&route.upstream).ok_or(ProxyError::Internal)?.clone();
-        let caller = match &out.caller {
-            Some(fixed) => fixed.clone(),
-            None => h::header_str(&req.headers, &out.caller_header).ok_or(ProxyError::MissingCaller)?.to_owned(),
+        let asked = match &out.caller {
+            Some(fixed) => fixed,
+            None => h::header_str(&req.headers, &out.caller_header).ok_or(ProxyError::MissingCaller)?,
         };
-        let seal = out.callers.get(&caller).ok_or(ProxyError::UnknownCaller)?.clone();
+        let (caller, seal) = out.callers.get_key_value(asked).ok_or(ProxyError::UnknownCaller)?;
+        let (caller, seal) = (caller.clone(), seal.clone());
         known.caller = Some(caller.clone());
         let deadline_ms = match h::header_str(&req.headers, &out.timeout_header) {
             Some(t) => {
@@ -312,16 +315,21 @@ impl Outbound {
         if length.is_some_and(|n| n > out.max_body) {
             return Err(ProxyError::BodyTooLarge);
         }
-        let content_type = match h::header_str(&req.headers, "content-type") {
-            None => String::new(),
-            Some(ct) if ct.len() <= filters::envelope::MAX_CONTENT_TYPE_LEN => ct.to_owned(),
-            Some(_) => return Err(ProxyError::BadRequest("content-type too long")),
+        let content_type = match req.headers.get(::http::header::CONTENT_TYPE) {
+            None => None,
+            Some(ct) if ct.len() > filters::envelope::MAX_CONTENT_TYPE_LEN => {
+                return Err(ProxyError::BadRequest("content-type too long"))
+            }
+            Some(ct) if ct.to_str().is_err() => {
+                return Err(ProxyError::BadRequest("content-type is not visible ASCII"))
+            }
+            Some(ct) => Some(ct.clone()),
         };
         let local_deadline_ms = super::effective_deadline(deadline_ms, &pool, now_ms());
         Ok(Plan {
             local_deadline_ms,
             caller,
-            service: service.to_owned(),
+            service: service.clone(),
             seal,
             pool,
             deadline_ms,
@@ -339,16 +347,18 @@ impl Outbound {
     fn seal_request(&self, session: &Session, up: &mut RequestHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
         let plan = ctx.plan.as_ref().ok_or(ProxyError::Internal)?;
         let out = plan.snap.config.outbound.as_ref().ok_or(ProxyError::Internal)?;
+        if !plan.passthrough {
+            for name in out.replaced_headers.iter() {
+                up.remove_header(name);
+            }
+        }
         h::strip_fp_headers(up);
         h::strip_hop_by_hop(up);
         if plan.passthrough {
             return Ok(());
         }
-        for name in out.replaced_headers.iter() {
-            up.remove_header(name);
-        }
 
-        let nonce = Nonce::random(&self.rng).map_err(|_| ProxyError::Internal)?;
+        let nonce = self.nonces.next_nonce();
         let req = session.req_header();
         let (_, below) = h::split_target(req.uri.path())?;
         let protection = match &plan.seal.aead {
@@ -359,7 +369,7 @@ impl Outbound {
             target: Target::Request { method: req.method.as_str(), path: below, query: req.uri.query().unwrap_or("") },
             service: &plan.service,
             caller: &plan.caller,
-            content_type: &plan.content_type,
+            content_type: plan.content_type.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
             codec: plan.seal.codec,
             protection,
             sign_key: &plan.seal.sign_key,
@@ -441,7 +451,14 @@ impl Outbound {
         let header = h::header_str(&resp.headers, HEADER);
         let (env, sig) = Envelope::parse_response(header, status, &request).map_err(ProxyError::Response)?;
         let verified = plan.snap.config.keys.verify(&env, &sig).map_err(ProxyError::Response)?;
-        let (length, content_type) = (env.length, env.content_type.to_owned());
+        let length = env.length;
+        let content_type = match env.content_type {
+            "" => None,
+            ct => Some(
+                HeaderValue::from_str(ct)
+                    .map_err(|_| ProxyError::Response(filters::Error::Malformed("x-fp content-type")))?,
+            ),
+        };
         let method = &session.req_header().method;
         let bodyless = h::bodyless_response(method, status);
         ctx.reply = if bodyless {
@@ -455,8 +472,8 @@ impl Outbound {
         resp.remove_header("content-length");
         resp.remove_header("content-type");
         let mut r = Ok(());
-        if !content_type.is_empty() {
-            r = r.and(resp.insert_header("content-type", content_type));
+        if let Some(ct) = content_type {
+            r = r.and(resp.insert_header(::http::header::CONTENT_TYPE, ct));
         }
         match (bodyless, length) {
             (true, Some(n)) if *method == pingora::http::Method::HEAD => {
