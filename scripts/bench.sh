@@ -186,6 +186,9 @@ for t in $targets; do
     [ "$code" = 200 ] || { echo "$t answered $code" >&2; exit 1; }
 done
 
+rss() { local out=""; for p in $1; do out="$out$(awk '/VmHWM/ {printf "%d", $2/1024}' "/proc/$p/status")+"; done; echo "${out%+}"; }
+# Resets the peak-RSS counter (VmHWM) of these processes, so each run reports its own peak.
+reset_peak() { for p in $1; do echo 5 > "/proc/$p/clear_refs" 2>/dev/null || true; done; }
 ticks() { local sum=0; for p in $1; do set -- $(cut -d' ' -f14,15 "/proc/$p/stat"); sum=$((sum + $1 + $2)); done; echo $sum; }
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
 hz=$(getconf CLK_TCK)
@@ -196,22 +199,22 @@ for round in $(seq 1 "$rounds"); do
     for load in $loads; do
         size=${load%:*} conns=${load#*:}
         for t in $targets; do
+            reset_peak "${procs[$t]}"
             before=$(ticks "${procs[$t]}")
             out=$(wrk -t2 -c"$conns" -d"${dur}s" --latency -s "$work/post-$size.lua" "http://127.0.0.1:${port[$t]}/token_service/$size")
             after=$(ticks "${procs[$t]}")
+            peak=$(rss "${procs[$t]}")
             rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
             reqs=$(awk '/requests in/ {print $1}' <<<"$out")
             errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
             p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
             p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
             cpu=$(awk -v d=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.3f", d / hz / n * 10000 }')
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$load" "$t" "$rps" "$p50" "$p99" "$cpu" "$errs" >> "$results"
-            printf '  round %s %-7s %-15s %10s req/s  p50 %7s ms  p99 %7s ms  cpu/10k %6s s %s\n' "$round" "$load" "$t" "$rps" "$p50" "$p99" "$cpu" "$errs"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$load" "$t" "$rps" "$p50" "$p99" "$cpu" "$errs" "$peak" >> "$results"
+            printf '  round %s %-7s %-15s %10s req/s  p50 %7s ms  p99 %7s ms  cpu/10k %6s s  rss %s MiB %s\n' "$round" "$load" "$t" "$rps" "$p50" "$p99" "$cpu" "$peak" "$errs"
         done
     done
 done
-
-rss() { local out=""; for p in $1; do out="$out$(awk '/VmHWM/ {printf "%d", $2/1024}' "/proc/$p/status")+"; done; echo "${out%+}"; }
 
 # ---- allocations per request (alloc-count builds, 1 KiB POST, c=32) -------------
 start_plain ppa1 127.0.0.1:28181 127.0.0.1:28182 "$work/plain_proxy-alloc"
@@ -254,7 +257,8 @@ table="$work/table.md"
     echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), commit \`$commit\`$dirty, $(nproc) vCPU $cpu_model, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)."
     echo "Command: \`scripts/bench.sh -d $dur -r $rounds -t $threads\` — wrk -t2, POST, median of $rounds interleaved rounds of ${dur}s;"
     echo "wrk, the origin and the proxies share the machine's cores. CPU = user+system seconds of the proxy processes"
-    echo "per 10k requests (for direct: the origin's worker). RSS = peak resident set of each proxy process (MiB)."
+    echo "per 10k requests (for direct: the origin's worker). RSS = peak resident set of each proxy process (MiB) while
+serving that load (VmHWM reset before each run; the highest over the rounds)."
     echo
     echo "| load | target | req/s | p50 ms | p99 ms | CPU s/10k | peak RSS MiB | vs nginx-chain | vs fp-passthrough |"
     echo "|---|---|---:|---:|---:|---:|---|---:|---:|"
@@ -266,7 +270,10 @@ table="$work/table.md"
             base_p=$(awk -F'\t' -v l="$load" '$2==l && $3=="fp-passthrough" {print $4}' "$results" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
             rn=$(awk -v a="$rps" -v b="$base_n" 'BEGIN { printf "%.2f", a / b }')
             rp=$(awk -v a="$rps" -v b="$base_p" 'BEGIN { printf "%.2f", a / b }')
-            echo "| $load | $t | $rps | $p50 | $p99 | $cpu | $(rss "${procs[$t]}") | $rn | $rp |"
+            # Per process, the highest peak over the rounds of this load.
+            peak=$(awk -F'\t' -v l="$load" -v t="$t" '$2==l && $3==t { n = split($9, v, "+"); for (i = 1; i <= n; i++) if (v[i] + 0 > m[i]) m[i] = v[i] + 0; k = n }
+                END { s = ""; for (i = 1; i <= k; i++) s = s (i > 1 ? "+" : "") m[i]; print s }' "$results")
+            echo "| $load | $t | $rps | $p50 | $p99 | $cpu | $peak | $rn | $rp |"
         done
     done
     echo

@@ -89,7 +89,10 @@ impl ReplayGuard {
         if !is_fresh(ts_ms, now_ms, self.skew_ms) {
             return Err(Error::StaleTimestamp);
         }
-        let shard = &self.shards[usize::from(nonce.0[0]) % SHARDS];
+        // Every nonce byte picks the shard: random nonces and counter-based
+        // ones (a fixed random prefix, a counting tail) both spread evenly.
+        let fold = nonce.0.iter().fold(0u8, |acc, b| acc ^ b);
+        let shard = &self.shards[usize::from(fold) % SHARDS];
         // A poisoned lock only means another thread panicked mid-update; the
         // maps are still consistent enough to keep rejecting replays.
         let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
@@ -119,5 +122,24 @@ impl ReplayGuard {
     /// True when no nonce is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::NonceSource;
+
+    #[test]
+    fn counter_nonces_from_one_sender_use_the_whole_capacity() {
+        // 16 shards of 100: one sender's nonces must spread over all of them,
+        // or the 101st would raise a shard's floor and be refused as stale.
+        let guard = ReplayGuard::new(DEFAULT_SKEW_MS, 1600);
+        let nonces = NonceSource::new(&ring::rand::SystemRandom::new()).unwrap();
+        let now = 1_764_115_200_000;
+        for i in 0..1500 {
+            assert_eq!(guard.check(&nonces.next_nonce(), now, now), Ok(()), "nonce {i}");
+        }
+        assert_eq!(guard.len(), 1500);
     }
 }
