@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use filters::envelope::HEADER;
 use filters::{Envelope, Limits, Nonce, NonceSource, Opener, Protection, Sealer, Target};
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, Result};
@@ -109,6 +110,12 @@ pub struct Ctx {
 #[async_trait]
 impl ProxyHttp for Outbound {
     type CTX = Ctx;
+
+    /// No downstream modules: Pingora's default adds a (disabled) response
+    /// compression module whose per-request context costs allocations; the
+    /// codec compresses on the sealed link, and the app link stays as the
+    /// callee answered.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
