@@ -99,7 +99,7 @@ done
 origin_block="$origin_block }"
 nginx_conf origin "$origin_block"
 hop() { # listen, upstream
-    echo "upstream up { server $2; keepalive 128; }
+    echo "upstream up { server $2; keepalive 1024; }
   server { listen $1; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 }
 nginx_conf hop1 "$(hop 127.0.0.1:28111 127.0.0.1:28112)"
@@ -113,6 +113,7 @@ version: 1
 threads: $threads
 grace_period_seconds: 1
 graceful_shutdown_timeout_seconds: 1
+upstream_keepalive_pool_size: 1024
 pid_file: $work/$1.pid
 upgrade_sock: $work/$1.sock
 PC
