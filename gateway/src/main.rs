@@ -150,9 +150,10 @@ fn run(cli: Cli) -> Result<(), String> {
 }
 
 /// Read buffer of each app/peer connection. Pingora's default is 64 KiB per
-/// connection; 8 KiB (still larger than typical request headers, and bodies
-/// are read into their own buffers) measured 3-5 % more requests/s at 1 KiB
-/// c=32 and slightly less memory (docs/BENCHMARKS.md).
+/// connection; with 8 KiB the proxies' peak RSS in the benchmark fell from
+/// 42-52 to 29-38 MiB at the same throughput for sealed traffic (headers over
+/// 8 KiB still pass; a body that arrived with its headers may take one more
+/// read). docs/BENCHMARKS.md has the figures.
 const DOWNSTREAM_READ_BUFFER: usize = 8 * 1024;
 
 /// Adds a proxy role as a Pingora service listening on `listen`.
