@@ -258,10 +258,12 @@ impl<'a> Envelope<'a> {
         });
     }
 
-    /// The `x-fp` header value as a new string (sized to fit in one
-    /// allocation).
+    /// The `x-fp` header value as a new string, allocated once at its exact
+    /// size (so an HTTP library can take it over without another allocation).
     pub fn header_value(&self, sig: &Signature) -> String {
-        let mut out = String::with_capacity(256 + self.content_type.len());
+        let mut len = 0;
+        self.write_fields(sig, |k, v| len += usize::from(len > 0) + k.len() + 1 + v.len());
+        let mut out = String::with_capacity(len);
         self.write_header(sig, &mut out);
         out
     }

@@ -151,6 +151,7 @@ fn the_header_encoding_is_strict() {
     let env = request(GCM, Codec::None, Some(10), 5);
     let (sig, _) = seal(&keys, &env, &[0u8; 10], 0);
     let good = env.header_value(&sig);
+    assert_eq!(good.len(), good.capacity(), "allocated at its exact size");
     verify_value(&keys, &good, "POST", "/api/service", "a=1&b=2").unwrap();
     let malformed = Err(Error::Malformed("x-fp"));
     let t = format!("t={}", env.timestamp_ms);
@@ -271,27 +272,36 @@ fn opener_stays_failed_after_an_error() {
     assert!(out.is_empty());
 }
 
+/// A nonce the replay guard files under `shard` (its bytes XOR to `shard`),
+/// distinct for each `i`.
+fn in_shard(shard: u8, i: u8) -> Nonce {
+    let mut n = [0u8; 16];
+    (n[0], n[1], n[2]) = (shard, i, i);
+    Nonce(n)
+}
+
 #[test]
 fn replayed_nonce_and_stale_timestamp_are_rejected() {
     let guard = ReplayGuard::new(60_000, 1024);
-    let n = Nonce([9; 16]);
+    let n = in_shard(0, 9);
+    let other = in_shard(1, 8);
     guard.check(&n, NOW_MS, NOW_MS).unwrap();
     assert_eq!(guard.check(&n, NOW_MS, NOW_MS + 10), Err(Error::Replay));
-    assert_eq!(guard.check(&Nonce([8; 16]), NOW_MS - 60_001, NOW_MS), Err(Error::StaleTimestamp));
-    assert_eq!(guard.check(&Nonce([8; 16]), NOW_MS + 60_001, NOW_MS), Err(Error::StaleTimestamp));
-    guard.check(&Nonce([8; 16]), NOW_MS - 60_000, NOW_MS).unwrap();
+    assert_eq!(guard.check(&other, NOW_MS - 60_001, NOW_MS), Err(Error::StaleTimestamp));
+    assert_eq!(guard.check(&other, NOW_MS + 60_001, NOW_MS), Err(Error::StaleTimestamp));
+    guard.check(&other, NOW_MS - 60_000, NOW_MS).unwrap();
     // Once the window has passed, the message is stale whether or not remembered.
     assert_eq!(guard.check(&n, NOW_MS, NOW_MS + 60_001), Err(Error::StaleTimestamp));
     // Entries expire with the window: a later check in the same shard drops them.
-    guard.check(&Nonce([9, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]), NOW_MS + 60_001, NOW_MS + 60_001).unwrap();
-    assert_eq!(guard.len(), 2, "[9;16] expired, [8;16] (other shard) not yet, the new one in");
+    guard.check(&in_shard(0, 7), NOW_MS + 60_001, NOW_MS + 60_001).unwrap();
+    assert_eq!(guard.len(), 2, "n expired, other (another shard) not yet, the new one in");
 }
 
 #[test]
 fn a_full_replay_cache_narrows_the_window_and_never_accepts_a_replay() {
     // 16 shards × 1 entry; all nonces land in shard 0.
     let guard = ReplayGuard::new(60_000, 16);
-    let nonce = |i: u8| Nonce([0, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let nonce = |i: u8| in_shard(0, i);
     guard.check(&nonce(1), NOW_MS - 10, NOW_MS).unwrap();
     // Full: the oldest entry is evicted, the floor rises to its timestamp.
     guard.check(&nonce(2), NOW_MS - 5, NOW_MS).unwrap();
