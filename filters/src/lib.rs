@@ -17,7 +17,7 @@
 //! Receiving:
 //! 1. [`Envelope::parse_request`] (or `parse_response`) from the `x-fp` header;
 //! 2. [`KeyRing::verify`] → [`Verified`];
-//! 3. [`ReplayGuard::check`] for requests (freshness + nonce cache);
+//! 3. [`ReplayGuard::check`] for requests (freshness + per-caller nonce cache);
 //! 4. [`Verified::opener`] → feed the body to [`Opener::open`], end with
 //!    [`Opener::finish`].
 #![forbid(unsafe_code)]

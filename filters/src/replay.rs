@@ -1,21 +1,30 @@
 //! Freshness and replay protection for received requests.
 //!
 //! A request is accepted once: its timestamp must lie within `skew` of the
-//! receiver's clock, and its nonce must not be in the cache of nonces seen
-//! inside that window. Entries leave the cache when their timestamp leaves the
-//! window, so the cache covers exactly the window.
+//! receiver's clock, and its (caller, nonce) pair must not be in the cache of
+//! pairs seen inside that window. Entries leave the cache when their timestamp
+//! leaves the window, so the cache covers exactly the window.
 //!
-//! Memory is bounded by `capacity` entries. When the cache is full, the entry
-//! with the oldest timestamp is evicted and the shard's *floor* rises to that
-//! timestamp: from then on, any message at or before the floor is rejected as
-//! stale. A full cache therefore narrows the effective window instead of ever
-//! accepting a replay (fail closed).
+//! The cache is per caller: it remembers a 64-bit digest of the caller's name
+//! and the nonce, keyed with random per-process keys. One caller therefore
+//! cannot use up another caller's nonces (senders may use predictable
+//! counter nonces, PROTOCOL.md §2), and nobody without the keys can make two
+//! pairs collide. An honest pair is wrongly refused as a replay with
+//! probability about `entries / 2⁶⁴` (below 10⁻¹³ for a full default cache).
+//!
+//! Memory is bounded by `capacity` entries (about 40 bytes each). When the
+//! cache is full, the entry with the oldest timestamp is evicted and the
+//! shard's *floor* rises to that timestamp: from then on, any message at or
+//! before the floor is rejected as stale. A full cache therefore narrows the
+//! effective window instead of ever accepting a replay (fail closed).
 //!
 //! Check a message only after its signature verified: otherwise anyone could
 //! fill the cache.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::RandomState;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
 use crate::envelope::Nonce;
@@ -23,56 +32,83 @@ use crate::error::{Error, Result};
 
 /// Default freshness window: ±60 s.
 pub const DEFAULT_SKEW_MS: u64 = 60_000;
-/// Default cache capacity (about 60 bytes per entry: ~15 MiB).
+/// Default cache capacity (about 40 bytes per entry: ~10 MiB).
 pub const DEFAULT_CAPACITY: usize = 256 * 1024;
+/// Shards of a cache of at least [`SHARDED_FROM`] entries (fewer lock waits).
 const SHARDS: usize = 16;
+/// Smaller caches use one shard, so their capacity is exact.
+const SHARDED_FROM: usize = 1024;
 
 /// True when `ts_ms` is within `skew_ms` of `now_ms`, in either direction.
 pub fn is_fresh(ts_ms: u64, now_ms: u64, skew_ms: u64) -> bool {
     ts_ms.abs_diff(now_ms) <= skew_ms
 }
 
+/// Hashes the already-random 64-bit digests by using them as they are.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
 #[derive(Default)]
 struct Shard {
-    seen: HashMap<Nonce, u64>,
-    by_age: BinaryHeap<Reverse<(u64, Nonce)>>,
+    /// Digest of (caller, nonce) → timestamp.
+    seen: HashMap<u64, u64, BuildHasherDefault<Prehashed>>,
+    by_age: BinaryHeap<Reverse<(u64, u64)>>,
     floor: Option<u64>,
 }
 
 impl Shard {
     fn expire(&mut self, oldest_fresh: u64) {
-        while let Some(Reverse((ts, nonce))) = self.by_age.peek().copied() {
+        while let Some(Reverse((ts, digest))) = self.by_age.peek().copied() {
             if ts >= oldest_fresh {
                 break;
             }
             self.by_age.pop();
-            self.seen.remove(&nonce);
+            self.seen.remove(&digest);
         }
     }
 
     fn evict_oldest(&mut self) {
-        if let Some(Reverse((ts, nonce))) = self.by_age.pop() {
-            self.seen.remove(&nonce);
+        if let Some(Reverse((ts, digest))) = self.by_age.pop() {
+            self.seen.remove(&digest);
             self.floor = Some(self.floor.map_or(ts, |f| f.max(ts)));
         }
     }
 }
 
-/// A bounded, sharded nonce cache with a freshness window. Thread-safe.
+/// A bounded, sharded, per-caller nonce cache with a freshness window.
+/// Thread-safe.
 pub struct ReplayGuard {
     skew_ms: u64,
     per_shard: usize,
     shards: Vec<Mutex<Shard>>,
+    /// Random per-process keys of the (caller, nonce) digest.
+    keys: RandomState,
 }
 
 impl ReplayGuard {
     /// A guard accepting timestamps within `skew_ms` of now, remembering at
-    /// most about `capacity` nonces.
+    /// most about `capacity` (caller, nonce) pairs.
     pub fn new(skew_ms: u64, capacity: usize) -> Self {
+        let shards = if capacity >= SHARDED_FROM { SHARDS } else { 1 };
         ReplayGuard {
             skew_ms,
-            per_shard: capacity.div_ceil(SHARDS).max(1),
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            per_shard: capacity.div_ceil(shards).max(1),
+            shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
+            keys: RandomState::new(),
         }
     }
 
@@ -81,18 +117,21 @@ impl ReplayGuard {
         self.skew_ms
     }
 
-    /// Accepts a message (timestamp `ts_ms`, nonce `nonce`) received at
-    /// `now_ms` exactly once: [`Error::StaleTimestamp`] outside the window or
-    /// at or below a full cache's floor, [`Error::Replay`] for a nonce seen
-    /// before.
-    pub fn check(&self, nonce: &Nonce, ts_ms: u64, now_ms: u64) -> Result<()> {
+    /// Accepts a message from `caller` (timestamp `ts_ms`, nonce `nonce`)
+    /// received at `now_ms` exactly once: [`Error::StaleTimestamp`] outside
+    /// the window or at or below a full cache's floor, [`Error::Replay`] for a
+    /// nonce this caller used before.
+    pub fn check(&self, caller: &str, nonce: &Nonce, ts_ms: u64, now_ms: u64) -> Result<()> {
         if !is_fresh(ts_ms, now_ms, self.skew_ms) {
             return Err(Error::StaleTimestamp);
         }
-        // Every nonce byte picks the shard: random nonces and counter-based
-        // ones (a fixed random prefix, a counting tail) both spread evenly.
-        let fold = nonce.0.iter().fold(0u8, |acc, b| acc ^ b);
-        let shard = &self.shards[usize::from(fold) % SHARDS];
+        let mut h = self.keys.build_hasher();
+        // Caller names never contain 0xff: the encoding is unambiguous.
+        h.write(caller.as_bytes());
+        h.write_u8(0xff);
+        h.write(&nonce.0);
+        let digest = h.finish();
+        let shard = &self.shards[(digest >> 32) as usize % self.shards.len()];
         // A poisoned lock only means another thread panicked mid-update; the
         // maps are still consistent enough to keep rejecting replays.
         let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
@@ -100,7 +139,7 @@ impl ReplayGuard {
         if shard.floor.is_some_and(|floor| ts_ms <= floor) {
             return Err(Error::StaleTimestamp);
         }
-        if shard.seen.contains_key(nonce) {
+        if shard.seen.contains_key(&digest) {
             return Err(Error::Replay);
         }
         while shard.seen.len() >= self.per_shard {
@@ -109,17 +148,17 @@ impl ReplayGuard {
         if shard.floor.is_some_and(|floor| ts_ms <= floor) {
             return Err(Error::StaleTimestamp);
         }
-        shard.seen.insert(*nonce, ts_ms);
-        shard.by_age.push(Reverse((ts_ms, *nonce)));
+        shard.seen.insert(digest, ts_ms);
+        shard.by_age.push(Reverse((ts_ms, digest)));
         Ok(())
     }
 
-    /// Nonces currently remembered.
+    /// Pairs currently remembered.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).seen.len()).sum()
     }
 
-    /// True when no nonce is remembered.
+    /// True when nothing is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -133,13 +172,24 @@ mod tests {
     #[test]
     fn counter_nonces_from_one_sender_use_the_whole_capacity() {
         // 16 shards of 100: one sender's nonces must spread over all of them,
-        // or the 101st would raise a shard's floor and be refused as stale.
+        // or the 101st in one shard would raise its floor and be refused as
+        // stale. Half the capacity leaves room for uneven (random) spread.
         let guard = ReplayGuard::new(DEFAULT_SKEW_MS, 1600);
         let nonces = NonceSource::new(&ring::rand::SystemRandom::new()).unwrap();
         let now = 1_764_115_200_000;
-        for i in 0..1500 {
-            assert_eq!(guard.check(&nonces.next_nonce(), now, now), Ok(()), "nonce {i}");
+        for i in 0..800 {
+            assert_eq!(guard.check("song_service", &nonces.next_nonce(), now, now), Ok(()), "nonce {i}");
         }
-        assert_eq!(guard.len(), 1500);
+        assert_eq!(guard.len(), 800);
+    }
+
+    #[test]
+    fn one_caller_cannot_use_up_another_callers_nonce() {
+        let guard = ReplayGuard::new(DEFAULT_SKEW_MS, 64);
+        let (n, now) = (Nonce([7; 16]), 1_764_115_200_000);
+        assert_eq!(guard.check("evil_service", &n, now, now), Ok(()));
+        assert_eq!(guard.check("song_service", &n, now, now), Ok(()), "another caller's namespace");
+        assert_eq!(guard.check("song_service", &n, now, now), Err(Error::Replay));
+        assert_eq!(guard.check("evil_service", &n, now, now), Err(Error::Replay));
     }
 }

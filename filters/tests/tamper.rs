@@ -272,45 +272,39 @@ fn opener_stays_failed_after_an_error() {
     assert!(out.is_empty());
 }
 
-/// A nonce the replay guard files under `shard` (its bytes XOR to `shard`),
-/// distinct for each `i`.
-fn in_shard(shard: u8, i: u8) -> Nonce {
-    let mut n = [0u8; 16];
-    (n[0], n[1], n[2]) = (shard, i, i);
-    Nonce(n)
-}
-
 #[test]
 fn replayed_nonce_and_stale_timestamp_are_rejected() {
-    let guard = ReplayGuard::new(60_000, 1024);
-    let n = in_shard(0, 9);
-    let other = in_shard(1, 8);
-    guard.check(&n, NOW_MS, NOW_MS).unwrap();
-    assert_eq!(guard.check(&n, NOW_MS, NOW_MS + 10), Err(Error::Replay));
-    assert_eq!(guard.check(&other, NOW_MS - 60_001, NOW_MS), Err(Error::StaleTimestamp));
-    assert_eq!(guard.check(&other, NOW_MS + 60_001, NOW_MS), Err(Error::StaleTimestamp));
-    guard.check(&other, NOW_MS - 60_000, NOW_MS).unwrap();
+    // Under 1024 entries the cache is one shard: capacity and expiry are exact.
+    let guard = ReplayGuard::new(60_000, 16);
+    let (caller, n, other) = ("song_service", Nonce([9; 16]), Nonce([8; 16]));
+    guard.check(caller, &n, NOW_MS, NOW_MS).unwrap();
+    assert_eq!(guard.check(caller, &n, NOW_MS, NOW_MS + 10), Err(Error::Replay));
+    assert_eq!(guard.check(caller, &other, NOW_MS - 60_001, NOW_MS), Err(Error::StaleTimestamp));
+    assert_eq!(guard.check(caller, &other, NOW_MS + 60_001, NOW_MS), Err(Error::StaleTimestamp));
+    guard.check(caller, &other, NOW_MS - 60_000, NOW_MS).unwrap();
     // Once the window has passed, the message is stale whether or not remembered.
-    assert_eq!(guard.check(&n, NOW_MS, NOW_MS + 60_001), Err(Error::StaleTimestamp));
-    // Entries expire with the window: a later check in the same shard drops them.
-    guard.check(&in_shard(0, 7), NOW_MS + 60_001, NOW_MS + 60_001).unwrap();
-    assert_eq!(guard.len(), 2, "n expired, other (another shard) not yet, the new one in");
+    assert_eq!(guard.check(caller, &n, NOW_MS, NOW_MS + 60_001), Err(Error::StaleTimestamp));
+    assert_eq!(guard.len(), 2);
+    // Entries expire with the window: the next check drops both.
+    guard.check(caller, &Nonce([7; 16]), NOW_MS + 60_001, NOW_MS + 60_001).unwrap();
+    assert_eq!(guard.len(), 1, "both expired, the new one in");
 }
 
 #[test]
 fn a_full_replay_cache_narrows_the_window_and_never_accepts_a_replay() {
-    // 16 shards × 1 entry; all nonces land in shard 0.
-    let guard = ReplayGuard::new(60_000, 16);
-    let nonce = |i: u8| in_shard(0, i);
-    guard.check(&nonce(1), NOW_MS - 10, NOW_MS).unwrap();
+    // One shard of one entry.
+    let guard = ReplayGuard::new(60_000, 1);
+    let caller = "song_service";
+    let nonce = |i: u8| Nonce([i; 16]);
+    guard.check(caller, &nonce(1), NOW_MS - 10, NOW_MS).unwrap();
     // Full: the oldest entry is evicted, the floor rises to its timestamp.
-    guard.check(&nonce(2), NOW_MS - 5, NOW_MS).unwrap();
+    guard.check(caller, &nonce(2), NOW_MS - 5, NOW_MS).unwrap();
     // The evicted nonce is now refused as stale, never accepted again.
-    assert_eq!(guard.check(&nonce(1), NOW_MS - 10, NOW_MS), Err(Error::StaleTimestamp));
-    assert_eq!(guard.check(&nonce(2), NOW_MS - 5, NOW_MS), Err(Error::Replay));
+    assert_eq!(guard.check(caller, &nonce(1), NOW_MS - 10, NOW_MS), Err(Error::StaleTimestamp));
+    assert_eq!(guard.check(caller, &nonce(2), NOW_MS - 5, NOW_MS), Err(Error::Replay));
     // Newer messages still pass.
-    guard.check(&nonce(3), NOW_MS, NOW_MS).unwrap();
-    assert!(guard.len() <= 16);
+    guard.check(caller, &nonce(3), NOW_MS, NOW_MS).unwrap();
+    assert_eq!(guard.len(), 1);
 }
 
 /// Forges a one-record zstd/gzip/brotli message whose payload inflates far

@@ -349,7 +349,7 @@ impl Inbound {
         let (env, sig) = Envelope::parse_request(header, method, service, below, query).map_err(ProxyError::Request)?;
         let verified = snap.config.keys.verify(&env, &sig).map_err(ProxyError::Request)?;
         let now = now_ms();
-        self.replay.check(&env.nonce, env.timestamp_ms, now).map_err(ProxyError::Request)?;
+        self.replay.check(env.caller, &env.nonce, env.timestamp_ms, now).map_err(ProxyError::Request)?;
         let (caller, policy) =
             inb.callers.get_key_value(env.caller).ok_or(ProxyError::Denied(Denial::UnknownCaller))?;
         known.caller = Some(caller.clone());
