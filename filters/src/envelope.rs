@@ -6,7 +6,7 @@
 //! caller-supplied buffer.
 //!
 //! The header value is a fixed-order list of `key=value` fields separated by
-//! `;` (see [`field`]); `ct` (the content type, which may itself contain `;`)
+//! `;` (see [`Field`]); `ct` (the content type, which may itself contain `;`)
 //! is always last and runs to the end of the value. One header instead of one
 //! per field keeps the per-message cost of HTTP header handling small.
 
@@ -28,37 +28,89 @@ pub const MAX_HEADER_LEN: usize = 1024;
 /// Name of the protocol header (lower case, as HTTP/2 requires).
 pub const HEADER: &str = "x-fp";
 
-/// Keys of the fields of the `x-fp` header, in the order they must appear.
-/// Each appears at most once; [`field::ORDER`] lists them all.
-pub mod field {
-    /// Protocol version; always `1` here.
-    pub const VERSION: &str = "v";
-    /// Calling service's identity (requests only).
-    pub const CALLER: &str = "c";
-    /// AEAD algorithm name, or `none` in sign-only mode.
-    pub const ALG: &str = "a";
-    /// Encryption key id (absent in sign-only mode).
-    pub const KEY: &str = "k";
-    /// Signing key id.
-    pub const SIGN_KEY: &str = "s";
-    /// Compression codec of the records.
-    pub const CODEC: &str = "z";
-    /// Sender's clock, Unix time in milliseconds.
-    pub const TIMESTAMP: &str = "t";
-    /// 16 random bytes, 32 lower-case hex digits.
-    pub const NONCE: &str = "n";
-    /// Plaintext body length in bytes, when the sender knows it.
-    pub const LENGTH: &str = "l";
-    /// Caller's deadline, Unix time in milliseconds (requests only, optional).
-    pub const DEADLINE: &str = "d";
-    /// HMAC-SHA256 over the canonical metadata, 64 lower-case hex digits.
-    pub const SIGNATURE: &str = "sig";
-    /// The plaintext's original `Content-Type` (absent when it had none);
-    /// always last, its value runs to the end of the header.
-    pub const CONTENT_TYPE: &str = "ct";
-    /// Every field key, in wire order.
-    pub const ORDER: [&str; 12] =
-        [VERSION, CALLER, ALG, KEY, SIGN_KEY, CODEC, TIMESTAMP, NONCE, LENGTH, DEADLINE, SIGNATURE, CONTENT_TYPE];
+/// A field of the `x-fp` header, declared in wire order: each appears at
+/// most once, and in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// `v`: protocol version; always `1` here.
+    Version,
+    /// `c`: calling service's identity (requests only).
+    Caller,
+    /// `a`: AEAD algorithm name, or `none` in sign-only mode.
+    Alg,
+    /// `k`: encryption key id (absent in sign-only mode).
+    Key,
+    /// `s`: signing key id.
+    SignKey,
+    /// `z`: compression codec of the records.
+    Codec,
+    /// `t`: sender's clock, Unix time in milliseconds.
+    Timestamp,
+    /// `n`: the message nonce, 32 lower-case hex digits.
+    Nonce,
+    /// `l`: plaintext body length in bytes, when the sender knows it.
+    Length,
+    /// `d`: caller's deadline, Unix time in milliseconds (requests only, optional).
+    Deadline,
+    /// `sig`: HMAC-SHA256 over the canonical metadata, 64 lower-case hex digits.
+    Signature,
+    /// `ct`: the plaintext's original `Content-Type` (absent when it had
+    /// none); always last, its value runs to the end of the header.
+    ContentType,
+}
+
+impl Field {
+    /// Every field, in wire order.
+    pub const ALL: [Field; 12] = [
+        Field::Version,
+        Field::Caller,
+        Field::Alg,
+        Field::Key,
+        Field::SignKey,
+        Field::Codec,
+        Field::Timestamp,
+        Field::Nonce,
+        Field::Length,
+        Field::Deadline,
+        Field::Signature,
+        Field::ContentType,
+    ];
+
+    /// The field's key on the wire.
+    pub const fn key(self) -> &'static str {
+        match self {
+            Field::Version => "v",
+            Field::Caller => "c",
+            Field::Alg => "a",
+            Field::Key => "k",
+            Field::SignKey => "s",
+            Field::Codec => "z",
+            Field::Timestamp => "t",
+            Field::Nonce => "n",
+            Field::Length => "l",
+            Field::Deadline => "d",
+            Field::Signature => "sig",
+            Field::ContentType => "ct",
+        }
+    }
+
+    /// The error for this field missing or malformed, naming it for people.
+    fn malformed(self) -> Error {
+        Error::Malformed(match self {
+            Field::Version => "x-fp version",
+            Field::Caller => "x-fp caller",
+            Field::Alg => "x-fp alg",
+            Field::Key => "x-fp key",
+            Field::SignKey => "x-fp sign-key",
+            Field::Codec => "x-fp codec",
+            Field::Timestamp => "x-fp timestamp",
+            Field::Nonce => "x-fp nonce",
+            Field::Length => "x-fp length",
+            Field::Deadline => "x-fp deadline",
+            Field::Signature => "x-fp signature",
+            Field::ContentType => "x-fp content-type",
+        })
+    }
 }
 
 /// The fields of one `x-fp` header value, split but not yet interpreted.
@@ -73,12 +125,12 @@ impl<'a> Fields<'a> {
             return Err(Error::TooLarge(Limit::Header));
         }
         let mut out = [None; 12];
-        let mut next = 0; // index in ORDER of the earliest key still allowed
+        let mut next = 0; // index in Field::ALL of the earliest field still allowed
         let mut rest = value;
         while !rest.is_empty() {
             let (key, after) = rest.split_once('=').ok_or(Error::Malformed(HEADER))?;
-            let at = field::ORDER[next..].iter().position(|k| *k == key).ok_or(Error::Malformed(HEADER))? + next;
-            let (val, tail) = if key == field::CONTENT_TYPE {
+            let at = Field::ALL[next..].iter().position(|f| f.key() == key).ok_or(Error::Malformed(HEADER))? + next;
+            let (val, tail) = if Field::ALL[at] == Field::ContentType {
                 (after, "")
             } else {
                 match after.split_once(';') {
@@ -94,9 +146,9 @@ impl<'a> Fields<'a> {
         Ok(Fields(out))
     }
 
-    /// The value of the field `key` (one of [`field::ORDER`]), if present.
-    pub fn get(&self, key: &str) -> Option<&'a str> {
-        field::ORDER.iter().position(|k| *k == key).and_then(|i| self.0[i])
+    /// The value of `field`, if present.
+    pub fn get(&self, field: Field) -> Option<&'a str> {
+        self.0[field as usize]
     }
 }
 
@@ -272,29 +324,29 @@ impl<'a> Envelope<'a> {
     /// header, in wire order, including the signature.
     pub fn write_fields(&self, sig: &Signature, mut put: impl FnMut(&'static str, &str)) {
         let mut num = [0u8; 20];
-        put(field::VERSION, VERSION);
+        put(Field::Version.key(), VERSION);
         if let Target::Request { .. } = self.target {
-            put(field::CALLER, self.caller);
+            put(Field::Caller.key(), self.caller);
         }
-        put(field::ALG, self.protection.alg_name());
+        put(Field::Alg.key(), self.protection.alg_name());
         if let Protection::Encrypt { key, .. } = self.protection {
-            put(field::KEY, key);
+            put(Field::Key.key(), key);
         }
-        put(field::SIGN_KEY, self.sign_key);
-        put(field::CODEC, self.codec.name());
-        put(field::TIMESTAMP, fmt_u64(self.timestamp_ms, &mut num));
+        put(Field::SignKey.key(), self.sign_key);
+        put(Field::Codec.key(), self.codec.name());
+        put(Field::Timestamp.key(), fmt_u64(self.timestamp_ms, &mut num));
         let mut nonce = [0u8; 2 * NONCE_LEN];
-        put(field::NONCE, crate::hex::encode_into(&self.nonce.0, &mut nonce));
+        put(Field::Nonce.key(), crate::hex::encode_into(&self.nonce.0, &mut nonce));
         if let Some(len) = self.length {
-            put(field::LENGTH, fmt_u64(len, &mut num));
+            put(Field::Length.key(), fmt_u64(len, &mut num));
         }
         if let (Target::Request { .. }, Some(deadline)) = (self.target, self.deadline_ms) {
-            put(field::DEADLINE, fmt_u64(deadline, &mut num));
+            put(Field::Deadline.key(), fmt_u64(deadline, &mut num));
         }
         let mut hex = [0u8; 64];
-        put(field::SIGNATURE, crate::hex::encode_into(&sig.0, &mut hex));
+        put(Field::Signature.key(), crate::hex::encode_into(&sig.0, &mut hex));
         if !self.content_type.is_empty() {
-            put(field::CONTENT_TYPE, self.content_type);
+            put(Field::ContentType.key(), self.content_type);
         }
     }
 
@@ -309,14 +361,14 @@ impl<'a> Envelope<'a> {
         query: &'a str,
     ) -> Result<(Self, Signature)> {
         let f = Fields::parse(header.ok_or(Error::Malformed(HEADER))?)?;
-        let caller = f.get(field::CALLER).ok_or(malformed(field::CALLER))?;
+        let caller = f.get(Field::Caller).ok_or(Field::Caller.malformed())?;
         if !crate::valid_token(caller, MAX_NAME_LEN) {
-            return Err(malformed(field::CALLER));
+            return Err(Field::Caller.malformed());
         }
         if !crate::valid_token(service, MAX_NAME_LEN) {
             return Err(Error::Malformed("service"));
         }
-        let deadline_ms = optional_u64(&f, field::DEADLINE)?;
+        let deadline_ms = optional_u64(&f, Field::Deadline)?;
         let target = Target::Request { method, path, query };
         parse_common(&f, target, service, caller, deadline_ms)
     }
@@ -327,7 +379,7 @@ impl<'a> Envelope<'a> {
     /// [`Error::DisallowedAlgorithm`].
     pub fn parse_response(header: Option<&'a str>, status: u16, request: &Envelope<'a>) -> Result<(Self, Signature)> {
         let f = Fields::parse(header.ok_or(Error::Malformed(HEADER))?)?;
-        if f.get(field::CALLER).is_some() || f.get(field::DEADLINE).is_some() {
+        if f.get(Field::Caller).is_some() || f.get(Field::Deadline).is_some() {
             return Err(Error::Malformed(HEADER));
         }
         let target = Target::Response { status, request_nonce: request.nonce };
@@ -339,25 +391,6 @@ impl<'a> Envelope<'a> {
     }
 }
 
-/// The error for a missing or malformed field, naming it for people.
-fn malformed(key: &str) -> Error {
-    const NAMES: [&str; 12] = [
-        "x-fp version",
-        "x-fp caller",
-        "x-fp alg",
-        "x-fp key",
-        "x-fp sign-key",
-        "x-fp codec",
-        "x-fp timestamp",
-        "x-fp nonce",
-        "x-fp length",
-        "x-fp deadline",
-        "x-fp signature",
-        "x-fp content-type",
-    ];
-    Error::Malformed(field::ORDER.iter().position(|k| *k == key).map_or(HEADER, |i| NAMES[i]))
-}
-
 fn parse_common<'a>(
     f: &Fields<'a>,
     target: Target<'a>,
@@ -365,38 +398,38 @@ fn parse_common<'a>(
     caller: &'a str,
     deadline_ms: Option<u64>,
 ) -> Result<(Envelope<'a>, Signature)> {
-    match f.get(field::VERSION) {
+    match f.get(Field::Version) {
         Some(VERSION) => {}
         Some(_) => return Err(Error::UnsupportedVersion),
-        None => return Err(malformed(field::VERSION)),
+        None => return Err(Field::Version.malformed()),
     }
-    let protection = match f.get(field::ALG).ok_or(malformed(field::ALG))? {
-        "none" => match f.get(field::KEY) {
+    let protection = match f.get(Field::Alg).ok_or(Field::Alg.malformed())? {
+        "none" => match f.get(Field::Key) {
             None => Protection::SignOnly,
-            Some(_) => return Err(malformed(field::KEY)),
+            Some(_) => return Err(Field::Key.malformed()),
         },
         name => {
             let alg = Algorithm::from_name(name).ok_or(Error::DisallowedAlgorithm)?;
-            let key = key_id(f, field::KEY)?;
+            let key = key_id(f, Field::Key)?;
             Protection::Encrypt { alg, key }
         }
     };
-    let sign_key = key_id(f, field::SIGN_KEY)?;
-    let codec = f.get(field::CODEC).ok_or(malformed(field::CODEC))?;
+    let sign_key = key_id(f, Field::SignKey)?;
+    let codec = f.get(Field::Codec).ok_or(Field::Codec.malformed())?;
     let codec = Codec::from_name(codec).ok_or(Error::BadCodec)?;
-    let timestamp_ms = optional_u64(f, field::TIMESTAMP)?.ok_or(malformed(field::TIMESTAMP))?;
-    let nonce = f.get(field::NONCE).and_then(Nonce::from_hex).ok_or(malformed(field::NONCE))?;
-    let length = optional_u64(f, field::LENGTH)?;
-    let content_type = match f.get(field::CONTENT_TYPE) {
+    let timestamp_ms = optional_u64(f, Field::Timestamp)?.ok_or(Field::Timestamp.malformed())?;
+    let nonce = f.get(Field::Nonce).and_then(Nonce::from_hex).ok_or(Field::Nonce.malformed())?;
+    let length = optional_u64(f, Field::Length)?;
+    let content_type = match f.get(Field::ContentType) {
         None => "",
         Some(ct) if ct.len() > MAX_CONTENT_TYPE_LEN => return Err(Error::TooLarge(Limit::Header)),
         Some(ct) if !ct.is_empty() && ct.bytes().all(|b| (0x20..0x7f).contains(&b)) => ct,
-        Some(_) => return Err(malformed(field::CONTENT_TYPE)),
+        Some(_) => return Err(Field::ContentType.malformed()),
     };
     let mut sig = Signature([0u8; 32]);
-    let hex = f.get(field::SIGNATURE).ok_or(malformed(field::SIGNATURE))?;
+    let hex = f.get(Field::Signature).ok_or(Field::Signature.malformed())?;
     if !crate::hex::decode_into(hex, &mut sig.0) {
-        return Err(malformed(field::SIGNATURE));
+        return Err(Field::Signature.malformed());
     }
     let env = Envelope {
         target,
@@ -414,25 +447,25 @@ fn parse_common<'a>(
     Ok((env, sig))
 }
 
-fn key_id<'a>(f: &Fields<'a>, key: &'static str) -> Result<&'a str> {
-    match f.get(key) {
+fn key_id<'a>(f: &Fields<'a>, field: Field) -> Result<&'a str> {
+    match f.get(field) {
         Some(id) if crate::keys::valid_key_id(id) => Ok(id),
-        _ => Err(malformed(key)),
+        _ => Err(field.malformed()),
     }
 }
 
 /// A field holding a canonical decimal `u64`: 1–20 digits, no sign, no
 /// leading zero (except `0` itself), no overflow.
-fn optional_u64(f: &Fields<'_>, key: &'static str) -> Result<Option<u64>> {
-    let Some(text) = f.get(key) else { return Ok(None) };
+fn optional_u64(f: &Fields<'_>, field: Field) -> Result<Option<u64>> {
+    let Some(text) = f.get(field) else { return Ok(None) };
     let canonical = !text.is_empty()
         && text.len() <= 20
         && text.bytes().all(|b| b.is_ascii_digit())
         && (text == "0" || !text.starts_with('0'));
     if !canonical {
-        return Err(malformed(key));
+        return Err(field.malformed());
     }
-    text.parse().map(Some).map_err(|_| malformed(key))
+    text.parse().map(Some).map_err(|_| field.malformed())
 }
 
 /// Formats `v` as decimal into `buf` and returns it as text.
