@@ -88,14 +88,16 @@ pub struct Accepted {
 impl Accepted {
     /// An unverified request (`dangerous_passthrough`).
     fn plain(snap: Arc<Snapshot>, service: Name, pool: Arc<Pool>) -> Self {
+        // One empty name for the process, not one per request.
+        static EMPTY: std::sync::LazyLock<Name> = std::sync::LazyLock::new(|| Name::from(""));
         Accepted {
             snap,
-            caller: Name::from(""),
+            caller: EMPTY.clone(),
             service,
             pool,
             nonce: Nonce([0; 16]),
             aead: None,
-            sign_key: Name::from(""),
+            sign_key: EMPTY.clone(),
             codec: Codec::None,
             length: None,
             content_type: None,
