@@ -387,6 +387,9 @@ impl<'a> Envelope<'a> {
         if env.protection != request.protection || env.sign_key != request.sign_key {
             return Err(Error::DisallowedAlgorithm);
         }
+        if env.codec != request.codec {
+            return Err(Error::BadCodec);
+        }
         Ok((env, sig))
     }
 }
@@ -422,7 +425,7 @@ fn parse_common<'a>(
     let length = optional_u64(f, Field::Length)?;
     let content_type = match f.get(Field::ContentType) {
         None => "",
-        Some(ct) if ct.len() > MAX_CONTENT_TYPE_LEN => return Err(Error::TooLarge(Limit::Header)),
+        Some(ct) if ct.len() > MAX_CONTENT_TYPE_LEN => return Err(Field::ContentType.malformed()),
         Some(ct) if !ct.is_empty() && ct.bytes().all(|b| (0x20..0x7f).contains(&b)) => ct,
         Some(_) => return Err(Field::ContentType.malformed()),
     };

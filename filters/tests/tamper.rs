@@ -176,6 +176,10 @@ fn the_header_encoding_is_strict() {
     // Over the length limit (a content type of 2000 bytes).
     let long = format!("{good};ct={}", "a".repeat(2000));
     assert_eq!(verify_value(&keys, &long, "POST", "/api/service", "a=1&b=2"), Err(Error::TooLarge(Limit::Header)));
+    // A content type over 256 bytes in a header under the limit: malformed, as §3 says.
+    let ct = format!("{good};ct={}", "a".repeat(300));
+    assert!(ct.len() <= 1024);
+    assert_eq!(verify_value(&keys, &ct, "POST", "/api/service", "a=1&b=2"), Err(Error::Malformed("x-fp content-type")));
     // A content type holding `;` and `=` travels intact as the last field.
     let mut env = env;
     env.content_type = "text/plain; charset=utf-8; q=0.5";
@@ -324,6 +328,7 @@ fn compression_bombs_are_rejected_at_the_record_limit() {
     let zeros = vec![0u8; 1 << 20];
     // 1 GiB of zeros, zstd: ~32 KiB, fits one record.
     let mut z = zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
+    z.window_log(18).unwrap();
     for _ in 0..1024 {
         z.write_all(&zeros).unwrap();
     }
@@ -336,8 +341,8 @@ fn compression_bombs_are_rejected_at_the_record_limit() {
     }
     let g = g.finish().unwrap();
     assert_eq!(bomb(&keys, Codec::Gzip, &g), Err(Error::TooLarge(Limit::Record)));
-    // 64 MiB of zeros, brotli.
-    let mut b = brotli::CompressorWriter::new(Vec::new(), 4096, 1, 22);
+    // 64 MiB of zeros, brotli (in the largest window a record may use).
+    let mut b = brotli::CompressorWriter::new(Vec::new(), 4096, 1, 18);
     for _ in 0..64 {
         b.write_all(&zeros).unwrap();
     }
@@ -346,6 +351,84 @@ fn compression_bombs_are_rejected_at_the_record_limit() {
     // Snappy states its length up front: 1 MiB of zeros is refused before decoding.
     let s = snap::raw::Encoder::new().compress_vec(&zeros).unwrap();
     assert_eq!(bomb(&keys, Codec::Snappy, &s), Err(Error::TooLarge(Limit::Record)));
+}
+
+fn zstd_frame(data: &[u8], window_log: u32) -> Vec<u8> {
+    let mut z = zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
+    z.window_log(window_log).unwrap();
+    z.write_all(data).unwrap();
+    z.finish().unwrap()
+}
+
+fn brotli_stream(data: &[u8], window_log: u32) -> Vec<u8> {
+    let mut b = brotli::CompressorWriter::new(Vec::new(), 4096, 5, window_log);
+    b.write_all(data).unwrap();
+    b.into_inner()
+}
+
+fn gzip_member(data: &[u8]) -> Vec<u8> {
+    let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    g.write_all(data).unwrap();
+    g.finish().unwrap()
+}
+
+#[test]
+fn bytes_after_a_compressed_stream_are_bad_codec() {
+    let keys = ring();
+    let data = b"the same words again and again, the same words again and again".repeat(20);
+    for (codec, payload) in [
+        (Codec::Gzip, gzip_member(&data)),
+        (Codec::Brotli, brotli_stream(&data, 16)),
+        (Codec::Zstd, zstd_frame(&data, 16)),
+    ] {
+        assert_eq!(bomb(&keys, codec, &payload).as_deref(), Ok(&data[..]), "{codec:?} alone opens");
+        for tail in [&b"x"[..], &payload[..]] {
+            let mut trailing = payload.clone();
+            trailing.extend_from_slice(tail);
+            assert_eq!(bomb(&keys, codec, &trailing), Err(Error::BadCodec), "{codec:?} + {} bytes", tail.len());
+        }
+    }
+}
+
+#[test]
+fn decoder_windows_over_256_kib_are_refused() {
+    let keys = ring();
+    let data = b"abcdefgh".repeat(100);
+    // The codec's own records declare small windows and open.
+    let env = request(GCM, Codec::Zstd, None, 14);
+    let (sig, sealed) = seal(&keys, &env, &body(200_000, 3), 0);
+    assert_eq!(open(&keys, &env, &sig, &sealed, 0).map(|b| b.len()), Ok(200_000));
+    let env = request(GCM, Codec::Brotli, None, 15);
+    let (sig, sealed) = seal(&keys, &env, &body(200_000, 3), 0);
+    assert_eq!(open(&keys, &env, &sig, &sealed, 0).map(|b| b.len()), Ok(200_000));
+    // A stream that asks for a larger window is refused before it is decoded.
+    for w in [19, 22, 24] {
+        assert_eq!(bomb(&keys, Codec::Brotli, &brotli_stream(&data, w)), Err(Error::BadCodec), "brotli 2^{w}");
+    }
+    for w in [19, 20, 27] {
+        assert_eq!(bomb(&keys, Codec::Zstd, &zstd_frame(&data, w)), Err(Error::BadCodec), "zstd 2^{w}");
+    }
+    assert_eq!(bomb(&keys, Codec::Brotli, &brotli_stream(&data, 18)).map(|b| b.len()), Ok(data.len()));
+    assert_eq!(bomb(&keys, Codec::Zstd, &zstd_frame(&data, 18)).map(|b| b.len()), Ok(data.len()));
+}
+
+#[test]
+fn a_response_must_use_its_requests_codec() {
+    let keys = ring();
+    let req = request(GCM, Codec::None, None, 16);
+    let resp = Envelope {
+        target: Target::Response { status: 200, request_nonce: req.nonce },
+        nonce: Nonce([0x5a; 16]),
+        deadline_ms: None,
+        codec: Codec::Snappy,
+        ..req
+    };
+    let (sig, _) = keys.seal(&resp, CompressOptions::default()).unwrap();
+    let value = resp.header_value(&sig);
+    assert_eq!(Envelope::parse_response(Some(&value), 200, &req).unwrap_err(), Error::BadCodec);
+    let same = Envelope { codec: Codec::None, ..resp };
+    let (sig, _) = keys.seal(&same, CompressOptions::default()).unwrap();
+    assert!(Envelope::parse_response(Some(&same.header_value(&sig)), 200, &req).is_ok());
 }
 
 #[test]

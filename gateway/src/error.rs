@@ -102,6 +102,22 @@ impl ProxyError {
         }
     }
 
+    /// True when the failure comes from the downstream side of this proxy
+    /// (the request, its body or its sender), not from the upstream: such a
+    /// failure is never retried and never counts against a backend.
+    pub fn is_downstream(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Request(_)
+                | ProxyError::BadRequest(_)
+                | ProxyError::UnknownService
+                | ProxyError::MissingCaller
+                | ProxyError::UnknownCaller
+                | ProxyError::Denied(_)
+                | ProxyError::BodyTooLarge
+        )
+    }
+
     /// Stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {

@@ -36,10 +36,13 @@ pub fn split_target(path: &str) -> Result<(&str, &str), ProxyError> {
 }
 
 /// The request target for the callee: `uri`'s path below the `/<service>`
-/// segment (`/` when nothing is left), with its query string unchanged.
+/// segment (`/` when nothing is left), with its query string unchanged. An
+/// empty query (`?` alone) signs like no query (PROTOCOL.md §4), so the callee
+/// gets no `?` either: what it receives is exactly what was signed.
 pub fn below_service(uri: &::http::Uri, service: &str) -> Result<::http::Uri, ProxyError> {
     let invalid = || ProxyError::BadRequest("invalid request target");
     let full = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let full = if uri.query() == Some("") { full.strip_suffix('?').unwrap_or(full) } else { full };
     let rest = full.strip_prefix('/').and_then(|r| r.strip_prefix(service)).ok_or_else(invalid)?;
     let uri =
         if rest.starts_with('/') { ::http::Uri::try_from(rest) } else { ::http::Uri::try_from(format!("/{rest}")) };
@@ -47,8 +50,9 @@ pub fn below_service(uri: &::http::Uri, service: &str) -> Result<::http::Uri, Pr
 }
 
 /// Refuses paths a callee could resolve differently from our policy match:
-/// `.`/`..` segments (literal or percent-encoded), backslashes, NUL, and
-/// encoded separators. Allocates nothing.
+/// `.`/`..` segments (literal or percent-encoded), empty segments (`//`, which
+/// many servers merge), backslashes, NUL, and encoded separators. Allocates
+/// nothing.
 pub fn check_path(path: &str) -> Result<(), ProxyError> {
     let bytes = path.as_bytes();
     let encoded = |i: usize, hex: &[u8; 2]| {
@@ -74,7 +78,9 @@ pub fn check_path(path: &str) -> Result<(), ProxyError> {
         }
         dots == 1 || dots == 2
     });
-    if bad_byte || dot_segment {
+    if path.contains("//") {
+        Err(ProxyError::BadRequest("path contains an empty segment (//)"))
+    } else if bad_byte || dot_segment {
         Err(ProxyError::BadRequest("path contains dot segments or encoded separators"))
     } else {
         Ok(())
@@ -166,6 +172,18 @@ pub fn strip_fp_headers(m: &mut impl MessageHeaders) {
 /// A header's value as text, when present and visible ASCII.
 pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The `x-fp` header's value (`None` when absent or not visible ASCII). The
+/// envelope travels in exactly one header (PROTOCOL.md §3): two or more, in
+/// any letter case, are [`filters::Error::Malformed`].
+pub fn envelope_header(headers: &HeaderMap) -> Result<Option<&str>, filters::Error> {
+    let mut values = headers.get_all(&FP_HEADER).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(filters::Error::Malformed(filters::envelope::HEADER));
+    }
+    Ok(first.and_then(|v| v.to_str().ok()))
 }
 
 /// The body length a request or response declares: `Some(n)` for a valid
@@ -270,5 +288,14 @@ mod tests {
         assert_eq!(content_length(&h), Some(12));
         h.append("content-length", "13".parse().unwrap());
         assert_eq!(content_length(&h), None);
+    }
+
+    #[test]
+    fn two_envelope_headers_are_malformed() {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.append_header("x-fp", "v=1;a").unwrap();
+        assert!(envelope_header(&r.headers).is_ok());
+        r.append_header("X-FP", "v=1").unwrap();
+        assert!(envelope_header(&r.headers).is_err());
     }
 }

@@ -148,6 +148,70 @@ fn check(path: &std::path::Path) -> (Option<i32>, String) {
 }
 
 #[test]
+fn secrets_appear_in_no_log_error_or_view() {
+    use crate::harness::config::{sign_secret, ROOM_V2};
+    let secrets = [ROOM_V2.to_string(), sign_secret(&caller("aes", "none"))];
+    let leaked = |text: &str| secrets.iter().find(|s| text.to_lowercase().contains(&s[..16])).cloned();
+    // Trace-level logs of both proxies through sealed traffic and refusals.
+    let pair = Pair::start(Options { rust_log: "trace", ..Options::default() });
+    let ok = send(
+        pair.out_addr,
+        Request::new("POST", "/token_service/api")
+            .header("x-fp-caller", &caller("aes", "none"))
+            .body(Body::Bytes(b"{}".to_vec())),
+    )
+    .expect("response");
+    assert_eq!(ok.status, 200);
+    let _ = send(pair.in_addr, Request::new("GET", "/token_service/api").header("x-fp", "v=1;c=x"));
+    std::thread::sleep(Duration::from_millis(200));
+    for log in [pair.inbound.log(), pair.outbound.log()] {
+        assert!(log.len() > 1000, "trace logging is on");
+        assert_eq!(leaked(&log), None, "a secret in a trace log");
+    }
+    for addr in [pair.in_admin, pair.out_admin] {
+        assert_eq!(leaked(&admin(addr, "/config").text()), None, "a secret in /config");
+    }
+    // Config errors on the very line of a secret, and a mistyped secret.
+    let dir = std::env::temp_dir().join(format!("fastproxy-check-leak-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/fastproxy.yaml")).unwrap();
+    let demo = demo.replace("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", ROOM_V2);
+    let line = format!("secret: \"{ROOM_V2}\" }}");
+    for (name, broken) in [
+        ("extra-field", demo.replace(&line, &format!("secret: \"{ROOM_V2}\", extra: 1 }}"))),
+        ("list", demo.replace(&line, &format!("secret: [\"{ROOM_V2}\"] }}"))),
+        ("number", demo.replace(&line, "secret: 1234567890123456789012 }")),
+        ("bad-hex", demo.replace(&line, &format!("secret: \"{}zz\" }}", &ROOM_V2[..62]))),
+    ] {
+        assert_ne!(broken, demo, "{name}: the demo config changed shape");
+        std::fs::write(dir.join("leak.yaml"), &broken).unwrap();
+        let (code, text) = check(&dir.join("leak.yaml"));
+        assert_eq!(code, Some(2), "{name}: {text}");
+        assert_eq!(leaked(&text), None, "{name}: a secret in a config error:\n{text}");
+        assert!(!text.contains("1234567890123456"), "{name}: {text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_refuses_a_sign_key_listed_for_two_callers() {
+    let dir = std::env::temp_dir().join(format!("fastproxy-check-shared-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/fastproxy.yaml")).unwrap();
+    // A second caller holding song_service's sign key could sign as song_service.
+    let shared = demo.replace(
+        "  callers:\n    song_service:\n      require",
+        "  callers:\n    other_service: { keys: [sign-v1], allow: [{ service: token_service, path: /x, methods: [GET] }] }\n    song_service:\n      require",
+    );
+    assert_ne!(shared, demo, "the demo config changed shape");
+    std::fs::write(dir.join("shared.yaml"), shared).unwrap();
+    let (code, text) = check(&dir.join("shared.yaml"));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("keys[") && text.contains("\"sign-v1\" is also listed for caller"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn check_reports_every_mistake_with_its_path() {
     let dir = std::env::temp_dir().join(format!("fastproxy-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -239,8 +239,11 @@ impl std::error::Error for Problems {}
 
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &str) -> Result<Config, Problems> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Problems(vec![Problem { path: path.to_owned(), message: format!("cannot read: {e}") }]))?;
+    // The text may hold inline secrets: wiped when dropped.
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| Problems(vec![Problem { path: path.to_owned(), message: format!("cannot read: {e}") }]))?,
+    );
     from_yaml(&text)
 }
 
@@ -257,7 +260,14 @@ pub fn from_yaml(text: &str) -> Result<Config, Problems> {
     })
     .map_err(|e| {
         let path = if path.is_empty() || path == "." { "(root)".to_owned() } else { path.clone() };
-        Problems(vec![Problem { path, message: e.to_string() }])
+        // No source snippet: the lines around a mistake may hold inline
+        // secrets. Nor the value of a mistyped secret.
+        let message = if path.ends_with(".secret") {
+            "must be a string: 64 hex digits, env:NAME or file:PATH".to_owned()
+        } else {
+            e.without_snippet().to_string()
+        };
+        Problems(vec![Problem { path, message }])
     })?;
     validate::validate(file)
 }

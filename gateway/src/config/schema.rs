@@ -51,7 +51,7 @@ pub struct AeadKey {
     /// `aes-256-gcm` or `chacha20-poly1305`.
     pub alg: String,
     /// 32 bytes as 64 hex digits, inline or `env:NAME` or `file:PATH`.
-    pub secret: String,
+    pub secret: super::secret::Secret,
 }
 
 /// `keys.hmac.<id>`
@@ -59,7 +59,7 @@ pub struct AeadKey {
 #[serde(deny_unknown_fields)]
 pub struct HmacKey {
     /// As for [`AeadKey::secret`].
-    pub secret: String,
+    pub secret: super::secret::Secret,
 }
 
 /// `outbound:`

@@ -1,36 +1,63 @@
 //! Key secrets: inline, from the environment, or from a file. Errors name where
-//! the secret was looked for, never what it contains.
+//! the secret was looked for, never what it contains; every copy of a secret
+//! is wiped when it is dropped.
 
-/// Resolves a secret spec to its 32 bytes.
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+/// A secret spec as written in the config (`env:NAME`, `file:PATH` or the
+/// hex digits themselves). Its `Debug` is redacted and its text is wiped on
+/// drop, so neither a log line nor a freed page keeps it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    /// Wraps a spec.
+    pub fn new(spec: String) -> Self {
+        Secret(Zeroizing::new(spec))
+    }
+
+    /// The spec's text: where the secret is, or (inline) the secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
+/// Resolves a secret spec to its 32 bytes (wiped when dropped).
 ///
 /// - `env:NAME`: the environment variable `NAME` holds 64 hex digits;
 /// - `file:PATH`: the file holds 64 hex digits (surrounding whitespace ignored);
 /// - anything else: the 64 hex digits themselves.
-pub fn resolve(spec: &str) -> Result<[u8; 32], String> {
+pub fn resolve(spec: &Secret) -> Result<Zeroizing<[u8; 32]>, String> {
+    let spec = spec.expose();
     let (text, source) = if let Some(name) = spec.strip_prefix("env:") {
         let value = std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
-        (value, format!("environment variable {name}"))
+        (Zeroizing::new(value), format!("environment variable {name}"))
     } else if let Some(path) = spec.strip_prefix("file:") {
         let value = std::fs::read_to_string(path).map_err(|e| format!("cannot read secret file {path}: {e}"))?;
-        (value, format!("file {path}"))
+        (Zeroizing::new(value), format!("file {path}"))
     } else {
-        (spec.to_owned(), "inline secret".to_owned())
+        (Zeroizing::new(spec.to_owned()), "inline secret".to_owned())
     };
-    let mut out = [0u8; 32];
-    let ok = filters::hex::decode_into(text.trim(), &mut out);
-    wipe(text);
-    if ok {
+    let mut out = Zeroizing::new([0u8; 32]);
+    if filters::hex::decode_into(text.trim(), &mut out[..]) {
         Ok(out)
     } else {
         Err(format!("{source} must hold 64 lower-case hex digits (32 bytes)"))
     }
-}
-
-/// Overwrites a string holding secret material before it is freed.
-pub fn wipe(text: String) {
-    let mut bytes = text.into_bytes();
-    bytes.fill(0);
-    std::hint::black_box(&bytes);
 }
 
 /// Formats 32 fresh random bytes in the inline secret format (for `keygen`).
@@ -47,14 +74,16 @@ mod tests {
 
     #[test]
     fn forms() {
+        let s = |t: &str| Secret::new(t.to_owned());
         let hex = "00".repeat(31) + "ff";
-        assert_eq!(resolve(&hex).map(|k| k[31]), Ok(0xff));
+        assert_eq!(resolve(&s(&hex)).map(|k| k[31]), Ok(0xff));
         std::env::set_var("FP_TEST_SECRET_FORMS", &hex);
-        assert_eq!(resolve("env:FP_TEST_SECRET_FORMS").map(|k| k[31]), Ok(0xff));
-        assert!(resolve("env:FP_TEST_SECRET_UNSET").unwrap_err().contains("FP_TEST_SECRET_UNSET"));
-        let err = resolve("deadbeef").unwrap_err();
+        assert_eq!(resolve(&s("env:FP_TEST_SECRET_FORMS")).map(|k| k[31]), Ok(0xff));
+        assert!(resolve(&s("env:FP_TEST_SECRET_UNSET")).unwrap_err().contains("FP_TEST_SECRET_UNSET"));
+        let err = resolve(&s("deadbeef")).unwrap_err();
         assert!(!err.contains("deadbeef"), "the error does not echo the secret: {err}");
-        assert!(resolve("file:/nonexistent/fp").unwrap_err().contains("/nonexistent/fp"));
+        assert!(resolve(&s("file:/nonexistent/fp")).unwrap_err().contains("/nonexistent/fp"));
+        assert_eq!(format!("{:?}", s(&hex)), "Secret(<redacted>)");
         assert_eq!(generate().map(|s| s.len()), Ok(64));
     }
 }

@@ -88,7 +88,7 @@ fn keys(c: &mut Check, k: &schema::Keys) -> (KeyRing, BTreeMap<String, Option<Al
             c.fail(format!("{path}.alg"), format!("{:?} is not aes-256-gcm or chacha20-poly1305", key.alg));
             continue;
         };
-        match secret::resolve(&key.secret).and_then(|s| AeadKey::new(id, alg, &s).map_err(|e| e.to_string())) {
+        match secret::resolve(&key.secret).and_then(|s| AeadKey::new(id, alg, &s[..]).map_err(|e| e.to_string())) {
             Ok(k) => ring.add_aead(k),
             Err(e) => c.fail(format!("{path}.secret"), e),
         }
@@ -104,7 +104,7 @@ fn keys(c: &mut Check, k: &schema::Keys) -> (KeyRing, BTreeMap<String, Option<Al
             c.fail(&path, "an aead key has the same id; key ids must be unique");
             continue;
         }
-        match secret::resolve(&key.secret).and_then(|s| SignKey::new(id, &s).map_err(|e| e.to_string())) {
+        match secret::resolve(&key.secret).and_then(|s| SignKey::new(id, &s[..]).map_err(|e| e.to_string())) {
             Ok(k) => ring.add_sign(k),
             Err(e) => c.fail(format!("{path}.secret"), e),
         }
@@ -342,8 +342,25 @@ fn inbound(
         services.insert(Name::from(name.as_str()), s.upstream.clone());
     }
     let mut callers = HashMap::new();
+    // A signature names its caller only if nobody else holds the key: each
+    // hmac key may be listed for one caller.
+    let mut sign_key_owner: HashMap<&str, &str> = HashMap::new();
     for (name, p) in &i.callers {
         let path = format!("inbound.callers.{name}");
+        for (k, id) in p.keys.iter().enumerate() {
+            if key_algs.get(id) != Some(&None) {
+                continue;
+            }
+            match sign_key_owner.insert(id, name) {
+                Some(other) if other != name => c.fail(
+                    format!("{path}.keys[{k}]"),
+                    format!(
+                        "hmac key {id:?} is also listed for caller {other:?}: a caller is identified by its sign key, so each caller needs its own"
+                    ),
+                ),
+                _ => {}
+            }
+        }
         c.name(&path, name, "caller");
         if !p.require.sign {
             c.fail(format!("{path}.require.sign"), "protocol v1 always signs; false is not supported");

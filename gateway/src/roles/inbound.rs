@@ -42,9 +42,12 @@ use crate::state::{Shared, Snapshot};
 /// pools probe it with an HTTP health check.
 pub const HEALTH_PATH: &str = "/_fastproxy/health";
 
-/// Sealed bodies up to this size (Pingora's retry-buffer size) are read and
-/// opened whole before the callee is contacted.
+/// Sealed bodies of up to this many plaintext bytes (Pingora's retry-buffer
+/// size) are read and opened whole before the callee is contacted.
 const VERIFY_FIRST_MAX: u64 = 64 * 1024;
+/// Most sealed bytes read for such a body: its records plus generous room
+/// for flushed (short) records. More is refused.
+const VERIFY_FIRST_WIRE_MAX: u64 = 4 * VERIFY_FIRST_MAX;
 
 /// The inbound proxy.
 pub struct Inbound {
@@ -168,7 +171,9 @@ impl ProxyHttp for Inbound {
         }
         let result = match self.accept(session, &mut ctx.known) {
             Ok((accepted, None)) => Ok((accepted, Body::Plain)),
-            Ok((accepted, Some(opener))) => verify_small_body(session, opener).await.map(|body| (accepted, body)),
+            Ok((accepted, Some(opener))) => {
+                verify_small_body(session, opener, accepted.length).await.map(|body| (accepted, body))
+            }
             Err(e) => Err(e),
         };
         match result {
@@ -211,7 +216,13 @@ impl ProxyHttp for Inbound {
         let replayable =
             session.req_header().method.is_idempotent() && rewindable && !session.as_ref().retry_buffer_truncated();
         let deadline = ctx.accepted.as_ref().and_then(|a| a.local_deadline_ms);
-        ctx.attempts.failed_after_send(e, replayable, client_reused, deadline)
+        let failure = super::Failure {
+            decided: ctx.error.as_ref(),
+            replayable,
+            reused: client_reused,
+            response_started: session.response_written().is_some(),
+        };
+        ctx.attempts.failed_after_send(e, failure, deadline)
     }
 
     async fn upstream_request_filter(
@@ -347,15 +358,18 @@ impl Inbound {
             return Ok((Accepted::plain(snap.clone(), service_name.clone(), pool), None));
         }
         let method = req.method.as_str();
-        let header = h::header_str(&req.headers, HEADER);
+        let header = h::envelope_header(&req.headers).map_err(ProxyError::Request)?;
         let (env, sig) = Envelope::parse_request(header, method, service, below, query).map_err(ProxyError::Request)?;
         let verified = snap.config.keys.verify(&env, &sig).map_err(ProxyError::Request)?;
-        let now = now_ms();
-        self.replay.check(env.caller, &env.nonce, env.timestamp_ms, now).map_err(ProxyError::Request)?;
+        // The caller is bound to its keys before its nonce is remembered:
+        // otherwise a caller signing with its own key could claim another
+        // caller's name and burn that caller's nonces (PROTOCOL.md §7).
         let (caller, policy) =
             inb.callers.get_key_value(env.caller).ok_or(ProxyError::Denied(Denial::UnknownCaller))?;
-        known.caller = Some(caller.clone());
         policy.check_protection(&env).map_err(ProxyError::Denied)?;
+        known.caller = Some(caller.clone());
+        let now = now_ms();
+        self.replay.check(env.caller, &env.nonce, env.timestamp_ms, now).map_err(ProxyError::Request)?;
         policy.authorize(service, below, method).map_err(ProxyError::Denied)?;
         if env.deadline_ms.is_some_and(|d| d <= now) {
             return Err(ProxyError::DeadlineExceeded);
@@ -522,29 +536,51 @@ fn restore_request(session: &Session, up: &mut RequestHeader, ctx: &mut Ctx) -> 
     r.map_err(|_| ProxyError::Internal)
 }
 
-/// Opens a small sealed body whole before the callee is contacted (see
-/// [`VERIFY_FIRST_MAX`]); larger or chunked bodies stream.
-async fn verify_small_body(session: &mut Session, mut opener: Opener) -> Result<Body, ProxyError> {
+/// Opens a small sealed body whole before the callee is contacted, so the
+/// callee never sees a byte of a body that later fails: a body signed as
+/// empty (`l=0`), a body whose signed length is at most [`VERIFY_FIRST_MAX`],
+/// and an unsized body whose sealed `Content-Length` is at most that. Larger
+/// or unsized chunked bodies stream.
+async fn verify_small_body(session: &mut Session, mut opener: Opener, length: Option<u64>) -> Result<Body, ProxyError> {
     if opener.is_done() {
-        // Signed as empty: no records may follow.
+        // Signed as empty: no records may follow. Any body byte is refused
+        // here, before the callee is contacted (PROTOCOL.md §6.1).
+        if !session.is_body_empty() {
+            while let Some(chunk) = read_body_chunk(session).await? {
+                if !chunk.is_empty() {
+                    return Err(ProxyError::Request(filters::Error::CorruptRecord));
+                }
+            }
+        }
         return Ok(Body::Empty);
     }
     let wire_len = h::content_length(&session.req_header().headers);
-    let Some(len) = wire_len.filter(|n| *n > 0 && *n <= VERIFY_FIRST_MAX) else {
-        return Ok(Body::Streaming(opener));
+    let small = match length {
+        Some(n) => n <= VERIFY_FIRST_MAX,
+        None => wire_len.is_some_and(|n| n > 0 && n <= VERIFY_FIRST_MAX),
     };
+    if !small {
+        return Ok(Body::Streaming(opener));
+    }
     session.as_mut().enable_retry_buffering();
-    let mut plain = BytesMut::with_capacity(len as usize);
+    let mut plain = BytesMut::with_capacity(length.unwrap_or(0) as usize);
     let mut read = 0u64;
-    while let Some(chunk) =
-        session.read_request_body().await.map_err(|_| ProxyError::BadRequest("request body read failed"))?
-    {
+    while let Some(chunk) = read_body_chunk(session).await? {
         read += chunk.len() as u64;
-        if read > len {
+        if wire_len.is_some_and(|len| read > len) {
             return Err(ProxyError::BadRequest("request body longer than its Content-Length"));
+        }
+        if read > VERIFY_FIRST_WIRE_MAX {
+            // Records that open to nothing, sent to hold the connection.
+            return Err(ProxyError::Request(filters::Error::TooLarge(filters::Limit::Body)));
         }
         opener.open(&chunk, &mut plain).map_err(ProxyError::Request)?;
     }
     opener.finish().map_err(ProxyError::Request)?;
     Ok(Body::Verified(plain.freeze()))
+}
+
+/// The next piece of the request body.
+async fn read_body_chunk(session: &mut Session) -> Result<Option<Bytes>, ProxyError> {
+    session.read_request_body().await.map_err(|_| ProxyError::BadRequest("request body read failed"))
 }

@@ -85,13 +85,29 @@ impl Attempts {
     /// it; otherwise the backend is avoided for the retry unless it is the
     /// only one (a restarting single backend, e.g. during an upgrade, is
     /// worth a second try).
+    ///
+    /// A failure that comes from the downstream side (`decided` is a request
+    /// error a hook chose, or Pingora blames the downstream: a bad record,
+    /// truncation, a length mismatch, a client that went away) is neither
+    /// retried nor held against the backend: otherwise anyone able to send a
+    /// bad body could multiply requests and eject healthy backends. Nor is
+    /// anything retried once the response has started downstream: a second
+    /// attempt's bytes would be appended to the first's.
     pub fn failed_after_send(
         &mut self,
         mut e: Box<Error>,
-        replayable: bool,
-        reused: bool,
+        failure: Failure<'_>,
         deadline_ms: Option<u64>,
     ) -> Box<Error> {
+        let Failure { decided, replayable, reused, response_started } = failure;
+        let downstream = e.esource() == &ErrorSource::Downstream || decided.is_some_and(ProxyError::is_downstream);
+        if downstream || response_started {
+            if !downstream {
+                self.blame(false);
+            }
+            e.set_retry(false);
+            return e;
+        }
         let timed_out = matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout);
         if !reused || timed_out {
             self.blame(false);
@@ -132,6 +148,18 @@ impl Attempts {
         }
         granted
     }
+}
+
+/// What `error_while_proxy` knows about a failed attempt.
+pub struct Failure<'a> {
+    /// The error a hook of this proxy already chose, if any.
+    pub decided: Option<&'a ProxyError>,
+    /// Safe to send again: idempotent method, body still available.
+    pub replayable: bool,
+    /// The attempt used a pooled connection.
+    pub reused: bool,
+    /// Response bytes already went downstream.
+    pub response_started: bool,
 }
 
 fn remaining(deadline_ms: Option<u64>) -> Result<Option<Duration>, ProxyError> {

@@ -176,7 +176,13 @@ impl ProxyHttp for Outbound {
         // still replay (whole, not truncated). A POST never goes twice.
         let replayable = session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
         let deadline = ctx.plan.as_ref().and_then(|p| p.local_deadline_ms);
-        ctx.attempts.failed_after_send(e, replayable, client_reused, deadline)
+        let failure = super::Failure {
+            decided: ctx.error.as_ref(),
+            replayable,
+            reused: client_reused,
+            response_started: session.response_written().is_some(),
+        };
+        ctx.attempts.failed_after_send(e, failure, deadline)
     }
 
     async fn upstream_request_filter(
@@ -455,7 +461,7 @@ impl Outbound {
             length: None,
             deadline_ms: None,
         };
-        let header = h::header_str(&resp.headers, HEADER);
+        let header = h::envelope_header(&resp.headers).map_err(ProxyError::Response)?;
         let (env, sig) = Envelope::parse_response(header, status, &request).map_err(ProxyError::Response)?;
         let verified = plan.snap.config.keys.verify(&env, &sig).map_err(ProxyError::Response)?;
         let length = env.length;

@@ -11,7 +11,7 @@ use super::upstream::Upstream;
 pub const ALGS: [(&str, Option<&str>); 3] = [("aes", Some("room-v2")), ("chacha", Some("chacha-v1")), ("none", None)];
 pub const CODECS: [&str; 5] = ["none", "snappy", "gzip", "brotli", "zstd"];
 
-const ROOM_V2: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+pub const ROOM_V2: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 const CHACHA_V1: &str = "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f";
 const SIGN_V1: &str = "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f";
 const GHOST: &str = "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f";
@@ -35,6 +35,8 @@ pub struct Options {
     pub pool: String,
     /// Extra settings of the outbound proxy's pool of inbound proxies.
     pub outbound_pool: String,
+    /// The proxies' `RUST_LOG`.
+    pub rust_log: &'static str,
 }
 
 impl Default for Options {
@@ -48,6 +50,7 @@ impl Default for Options {
             weights: vec![1],
             pool: String::new(),
             outbound_pool: String::new(),
+            rust_log: "info",
         }
     }
 }
@@ -82,12 +85,14 @@ impl Pair {
         };
         let callee_addr = opts.dead_callees.as_ref().map_or_else(|| callees[0].addr, |a| a[0]);
         let (in_port, in_admin) = (proxy::free_port(), proxy::free_port());
-        let inbound = Proxy::start(&inbound_yaml(in_port, in_admin, &backends.join(", "), &opts), &[in_port, in_admin]);
+        let in_yaml = inbound_yaml(in_port, in_admin, &backends.join(", "), &opts);
+        let inbound = Proxy::start_with(&in_yaml, &[in_port, in_admin], 1, opts.rust_log);
         let in_addr = proxy::addr(in_port);
         let relay = opts.relay.then(|| Relay::start(proxy::listener(), in_addr));
         let hop = relay.as_ref().map_or(in_addr, |r| r.addr);
         let (out_port, out_admin) = (proxy::free_port(), proxy::free_port());
-        let outbound = Proxy::start(&outbound_yaml(out_port, out_admin, hop, &opts), &[out_port, out_admin]);
+        let out_yaml = outbound_yaml(out_port, out_admin, hop, &opts);
+        let outbound = Proxy::start_with(&out_yaml, &[out_port, out_admin], 1, opts.rust_log);
         Pair {
             outbound,
             inbound,
@@ -110,6 +115,26 @@ impl Pair {
     }
 }
 
+/// Every caller of the standard deployment.
+pub fn all_callers() -> Vec<String> {
+    let mut all: Vec<String> =
+        ALGS.iter().flat_map(|(alg, _)| CODECS.iter().map(move |codec| caller(alg, codec))).collect();
+    all.extend(["ghost", "limited", "acl", "slow"].map(String::from));
+    all
+}
+
+/// The id of `caller`'s own sign key: a caller is identified by its sign key,
+/// so no two callers share one.
+pub fn sign_key(caller: &str) -> String {
+    format!("sign-{caller}")
+}
+
+/// The secret of `caller`'s sign key (deterministic, for tests only).
+pub fn sign_secret(caller: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, format!("{SIGN_V1}/{caller}").as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn keys_yaml(ghost: bool) -> String {
     let mut y = format!(
         "keys:\n  aead:\n    room-v2: {{ alg: aes-256-gcm, secret: \"{ROOM_V2}\" }}\n    chacha-v1: {{ alg: chacha20-poly1305, secret: \"{CHACHA_V1}\" }}\n"
@@ -117,7 +142,10 @@ fn keys_yaml(ghost: bool) -> String {
     if ghost {
         y.push_str(&format!("    ghost-key: {{ alg: aes-256-gcm, secret: \"{GHOST}\" }}\n"));
     }
-    y.push_str(&format!("  hmac:\n    sign-v1: {{ secret: \"{SIGN_V1}\" }}\n"));
+    y.push_str("  hmac:\n");
+    for c in all_callers() {
+        y.push_str(&format!("    {}: {{ secret: \"{}\" }}\n", sign_key(&c), sign_secret(&c)));
+    }
     y
 }
 
@@ -131,13 +159,13 @@ fn outbound_yaml(port: u16, admin: u16, inbound: SocketAddr, o: &Options) -> Str
     for (alg, key) in ALGS {
         for codec in CODECS {
             let aead = key.map_or(String::new(), |k| format!("aead_key: {k}, "));
-            y.push_str(&format!("    {}: {{ {aead}sign_key: sign-v1, codec: {codec} }}\n", caller(alg, codec)));
+            let who = caller(alg, codec);
+            y.push_str(&format!("    {who}: {{ {aead}sign_key: {}, codec: {codec} }}\n", sign_key(&who)));
         }
     }
-    y.push_str("    ghost: { aead_key: ghost-key, sign_key: sign-v1 }\n");
-    y.push_str("    limited: { aead_key: room-v2, sign_key: sign-v1 }\n");
-    y.push_str("    acl: { aead_key: room-v2, sign_key: sign-v1 }\n");
-    y.push_str("    slow: { aead_key: room-v2, sign_key: sign-v1 }\n");
+    for (who, aead) in [("ghost", "ghost-key"), ("limited", "room-v2"), ("acl", "room-v2"), ("slow", "room-v2")] {
+        y.push_str(&format!("    {who}: {{ aead_key: {aead}, sign_key: {} }}\n", sign_key(who)));
+    }
     y.push_str("  routes:\n    token_service: { upstream: inbound }\n");
     let extra = if o.outbound_pool.is_empty() { String::new() } else { format!(", {}", o.outbound_pool) };
     y.push_str(&format!("upstreams:\n  inbound: {{ backends: [\"{inbound}\"], read_timeout: 30s{extra} }}\n"));
@@ -155,16 +183,22 @@ fn inbound_yaml(port: u16, admin: u16, backends: &str, o: &Options) -> String {
     for (alg, _) in ALGS {
         for codec in CODECS {
             let encrypt = alg != "none";
+            let who = caller(alg, codec);
             y.push_str(&format!(
-                "    {}: {{ require: {{ encrypt: {encrypt} }}, keys: [room-v2, chacha-v1, sign-v1], allow: {any} }}\n",
-                caller(alg, codec)
+                "    {who}: {{ require: {{ encrypt: {encrypt} }}, keys: [room-v2, chacha-v1, {}], allow: {any} }}\n",
+                sign_key(&who)
             ));
         }
     }
-    y.push_str(&format!("    ghost: {{ keys: [room-v2, sign-v1], allow: {any} }}\n"));
-    y.push_str("    limited: { keys: [room-v2, sign-v1], allow: [{ service: token_service, path_prefix: /, methods: [\"*\"], qps: 50 }] }\n");
-    y.push_str("    acl: { keys: [room-v2, sign-v1], allow: [{ service: token_service, path: /api/allowed, methods: [GET] }] }\n");
-    y.push_str("    slow: { keys: [room-v2, sign-v1], allow: [{ service: token_service, path_prefix: /, methods: [\"*\"], qps: 1 }] }\n");
+    y.push_str(&format!("    ghost: {{ keys: [room-v2, {}], allow: {any} }}\n", sign_key("ghost")));
+    let rules = [
+        ("limited", "[{ service: token_service, path_prefix: /, methods: [\"*\"], qps: 50 }]"),
+        ("acl", "[{ service: token_service, path: /api/allowed, methods: [GET] }]"),
+        ("slow", "[{ service: token_service, path_prefix: /, methods: [\"*\"], qps: 1 }]"),
+    ];
+    for (who, allow) in rules {
+        y.push_str(&format!("    {who}: {{ keys: [room-v2, {}], allow: {allow} }}\n", sign_key(who)));
+    }
     let mut settings = vec![format!("backends: [{backends}]")];
     for (key, default) in [("read_timeout", "read_timeout: 10s"), ("connect_timeout", "connect_timeout: 500ms")] {
         if !o.pool.contains(key) {

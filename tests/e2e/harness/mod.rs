@@ -9,5 +9,7 @@ pub mod config;
 #[cfg(test)]
 pub mod proxy;
 pub mod relay;
+#[cfg(test)]
+pub mod seal;
 pub mod upstream;
 pub mod wire;

@@ -58,6 +58,11 @@ impl Proxy {
 
     /// Like [`Proxy::start`] with Pingora's grace period set to `grace` s.
     pub fn start_with_grace(config: &str, ports: &[u16], grace: u32) -> Proxy {
+        Self::start_with(config, ports, grace, "info")
+    }
+
+    /// Like [`Proxy::start_with_grace`], logging at `rust_log` (`RUST_LOG`).
+    pub fn start_with(config: &str, ports: &[u16], grace: u32, rust_log: &str) -> Proxy {
         let dir = std::env::temp_dir().join(format!(
             "fastproxy-e2e-{}-{}",
             std::process::id(),
@@ -70,7 +75,7 @@ impl Proxy {
         );
         std::fs::write(dir.join("pingora.yaml"), pingora).expect("write conf");
         std::fs::write(dir.join("fastproxy.yaml"), config).expect("write config");
-        let child = spawn(&dir, false, "fastproxy.log");
+        let child = spawn(&dir, false, "fastproxy.log", rust_log);
         let mut proxy = Proxy { child, log_name: "fastproxy.log", _dir: Arc::new(TempDir(dir.clone())), dir };
         let deadline = Instant::now() + Duration::from_secs(20);
         for port in ports {
@@ -92,7 +97,7 @@ impl Proxy {
     /// Starts a second instance on the same files with `-u`: it takes the
     /// listeners over once this one gets SIGQUIT.
     pub fn start_upgrade(&self) -> Proxy {
-        let child = spawn(&self.dir, true, "fastproxy-new.log");
+        let child = spawn(&self.dir, true, "fastproxy-new.log", "info");
         Proxy { child, log_name: "fastproxy-new.log", dir: self.dir.clone(), _dir: self._dir.clone() }
     }
 
@@ -130,14 +135,14 @@ impl Proxy {
     }
 }
 
-fn spawn(dir: &std::path::Path, upgrade: bool, log: &str) -> Child {
+fn spawn(dir: &std::path::Path, upgrade: bool, log: &str, rust_log: &str) -> Child {
     let log = std::fs::File::create(dir.join(log)).expect("log file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fastproxy"));
     cmd.arg("-c").arg(dir.join("pingora.yaml")).arg("-f").arg(dir.join("fastproxy.yaml"));
     if upgrade {
         cmd.arg("-u");
     }
-    cmd.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().expect("spawn fastproxy")
+    cmd.env("RUST_LOG", rust_log).stdout(Stdio::null()).stderr(log).spawn().expect("spawn fastproxy")
 }
 
 impl Drop for Proxy {

@@ -19,6 +19,10 @@ pub enum Tamper {
     SetTarget(String),
     /// Set a request header.
     SetHeader(String, String),
+    /// Add a request header line (even if one of that name is there).
+    AddHeader(String, String),
+    /// Append bytes to the request body (and fix its Content-Length).
+    AppendRequestBody(Vec<u8>),
     /// Set one field (`key=value`) of the request's `x-fp` header.
     SetField(&'static str, String),
     /// Hold the request this long before forwarding it.
@@ -27,6 +31,8 @@ pub enum Tamper {
     FlipResponseBody(usize),
     /// Set a response header.
     SetResponseHeader(String, String),
+    /// Add a response header line (even if one of that name is there).
+    AddResponseHeader(String, String),
     /// Set one field of the response's `x-fp` header.
     SetResponseField(&'static str, String),
 }
@@ -134,6 +140,13 @@ fn relay(client: TcpStream, target: SocketAddr, state: &State) -> std::io::Resul
                 head.line = format!("{method} {t} HTTP/1.1");
             }
             Some(Tamper::SetHeader(k, v)) => head.set(k, v),
+            Some(Tamper::AddHeader(k, v)) => head.headers.push((k.clone(), v.clone())),
+            Some(Tamper::AppendRequestBody(extra)) => {
+                body.extend_from_slice(extra);
+                if head.get("transfer-encoding").is_none() {
+                    head.set("content-length", &body.len().to_string());
+                }
+            }
             Some(Tamper::SetField(k, v)) => set_field(&mut head, k, v),
             Some(Tamper::Delay(d)) => std::thread::sleep(*d),
             _ => {}
@@ -148,6 +161,7 @@ fn relay(client: TcpStream, target: SocketAddr, state: &State) -> std::io::Resul
         match &tamper {
             Some(Tamper::FlipResponseBody(i)) if *i < rbody.len() => rbody[*i] ^= 0x01,
             Some(Tamper::SetResponseHeader(k, v)) => rhead.set(k, v),
+            Some(Tamper::AddResponseHeader(k, v)) => rhead.headers.push((k.clone(), v.clone())),
             Some(Tamper::SetResponseField(k, v)) => set_field(&mut rhead, k, v),
             _ => {}
         }
