@@ -31,6 +31,7 @@ pub mod hex;
 pub mod keys;
 pub mod message;
 pub mod record;
+pub mod refusal;
 pub mod replay;
 pub mod sign;
 

@@ -66,6 +66,16 @@ pub enum ProxyError {
     UpstreamTimeout,
     /// The inbound proxy answered without sealing a success response.
     UnsealedResponse,
+    /// The callee's inbound proxy refused the request without signing its
+    /// answer (it could not verify the request, or someone on the path
+    /// forged the answer): its status, code and `Retry-After` are not
+    /// trusted. Carries what it claimed, for the message only.
+    UnverifiedRefusal {
+        /// The status it answered with.
+        status: u16,
+        /// The code it named (`a-z _` only), or `unknown`.
+        code: String,
+    },
     /// A bug or resource failure in the proxy itself.
     Internal,
 }
@@ -89,7 +99,10 @@ impl ProxyError {
                 E::TooLarge(_) | E::RecordLimit => 413,
                 _ => 400,
             },
-            ProxyError::Response(_) | ProxyError::UnsealedResponse | ProxyError::UpstreamFailed => 502,
+            ProxyError::Response(_)
+            | ProxyError::UnsealedResponse
+            | ProxyError::UnverifiedRefusal { .. }
+            | ProxyError::UpstreamFailed => 502,
             ProxyError::BadRequest(_) | ProxyError::MissingCaller => 400,
             ProxyError::UnknownService => 404,
             ProxyError::UnknownCaller => 403,
@@ -118,6 +131,14 @@ impl ProxyError {
         )
     }
 
+    /// True when the failure must end the request as it is: a downstream
+    /// failure ([`ProxyError::is_downstream`]) or an answer from the peer that
+    /// a second attempt would only repeat (an unverified refusal). Such a
+    /// failure is never retried, nor held against a backend.
+    pub fn is_final(&self) -> bool {
+        self.is_downstream() || matches!(self, ProxyError::UnverifiedRefusal { .. })
+    }
+
     /// Stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
@@ -139,6 +160,7 @@ impl ProxyError {
             ProxyError::UpstreamFailed => "upstream_failed",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UnsealedResponse => "unsealed_response",
+            ProxyError::UnverifiedRefusal { .. } => "unverified_refusal",
             ProxyError::Internal => "internal",
         }
     }
@@ -165,6 +187,9 @@ impl ProxyError {
             ProxyError::UpstreamFailed => Cow::Borrowed("upstream connection failed"),
             ProxyError::UpstreamTimeout => Cow::Borrowed("upstream did not answer in time"),
             ProxyError::UnsealedResponse => Cow::Borrowed("the inbound proxy sent an unsealed response"),
+            ProxyError::UnverifiedRefusal { status, code } => Cow::Owned(format!(
+                "the callee's inbound proxy refused the request without signing its answer (it said {status} {code}): it could not verify the request, or the answer was forged on the way"
+            )),
             ProxyError::Internal => Cow::Borrowed("internal error"),
         }
     }

@@ -169,3 +169,45 @@ fn the_callee_gets_exactly_the_signed_target() {
     assert_eq!((resp.status, resp.header("x-fp-error-code")), (400, Some("bad_request")), "{}", resp.text());
     assert_eq!(pair.callee().arrivals(), 1);
 }
+
+#[test]
+fn status_code_and_retry_after_reach_the_app_only_when_signed() {
+    let pair = Pair::start(Options { relay: true, ..Options::default() });
+    let get = |who: &str| {
+        send(pair.out_addr, Request::new("GET", "/token_service/api/x").header("x-fp-caller", who)).expect("response")
+    };
+    // Someone on the path answers for the inbound proxy: a generic 502, no back-off.
+    let forged = b"HTTP/1.1 429 Too Many Requests\r\nx-fp-error-source: inbound\r\nx-fp-error-code: rate_limited\r\nretry-after: 86400\r\ncontent-length: 0\r\n\r\n";
+    pair.relay().tamper_next(Tamper::ReplaceResponse(forged.to_vec()));
+    let resp = get(&caller("aes", "none"));
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert_eq!(resp.header("x-fp-error-code"), Some("unverified_refusal"));
+    assert_eq!(resp.header("x-fp-error-source"), Some("outbound"));
+    assert_eq!(resp.header("retry-after"), None);
+    assert!(resp.text().contains("429 rate_limited"), "{}", resp.text());
+    assert_eq!(pair.callee().arrivals(), 1, "not sent again");
+    // A real refusal of a verified request is signed and reaches the app whole.
+    assert_eq!(get("slow").status, 200);
+    pair.relay().tamper_next(Tamper::SetResponseHeader("retry-after".into(), "86400".into()));
+    let resp = get("slow");
+    assert_eq!(resp.status, 429, "{}", resp.text());
+    assert_eq!(resp.header("x-fp-error-code"), Some("rate_limited"));
+    assert_eq!(resp.header("x-fp-error-source"), Some("inbound"));
+    assert_eq!(resp.header("retry-after"), Some("1"), "the signed delay, not the one added on the way");
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    assert!(resp.text().contains("\"code\":\"rate_limited\""), "{}", resp.text());
+    let sealed = String::from_utf8_lossy(&pair.relay().last().response).into_owned();
+    assert!(sealed.contains(";ct=application/x-fastproxy-error+json; code=rate_limited; retry-after=1"), "{sealed}");
+    assert!(sealed.contains(";sig="), "{sealed}");
+    // Changing the signed code breaks the signature (a POST: never sent twice).
+    std::thread::sleep(Duration::from_millis(1100));
+    let post = || {
+        send(pair.out_addr, Request::new("POST", "/token_service/api/x").header("x-fp-caller", "slow"))
+            .expect("response")
+    };
+    assert_eq!(post().status, 200);
+    pair.relay()
+        .tamper_next(Tamper::SetResponseField("ct", "application/x-fastproxy-error+json; code=forbidden".into()));
+    let resp = post();
+    assert_eq!((resp.status, resp.header("x-fp-error-code")), (502, Some("bad_response")), "{}", resp.text());
+}

@@ -55,22 +55,31 @@ fn tampered(pair: &Pair, tamper: Tamper) -> (crate::harness::client::Response, u
 }
 
 #[test]
-fn tampered_requests_get_401_and_never_reach_the_callee() {
+fn tampered_requests_are_refused_and_never_reach_the_callee() {
     let pair = Pair::start(Options { relay: true, max_skew: "2s", ..Options::default() });
+    // What the inbound proxy could verify, it refuses with a signed 401 that
+    // reaches the app as is; what it could not (a broken signature), the app
+    // sees as a generic 502 naming the unverified claim.
     let cases = [
-        ("body byte", Tamper::FlipRequestBody(100), "corrupt_record"),
-        ("path", Tamper::SetTarget("/token_service/api/refund?amount=10".into()), "bad_signature"),
-        ("query", Tamper::SetTarget("/token_service/api/pay?amount=1000".into()), "bad_signature"),
-        ("signed header", Tamper::SetField("l", "1".into()), "bad_signature"),
-        ("caller", Tamper::SetField("c", "c-chacha-none".into()), "bad_signature"),
-        ("timestamp", Tamper::SetField("t", "1".into()), "bad_signature"),
-        ("stale", Tamper::Delay(Duration::from_millis(2600)), "stale_timestamp"),
+        ("body byte", Tamper::FlipRequestBody(100), 401, "corrupt_record"),
+        ("path", Tamper::SetTarget("/token_service/api/refund?amount=10".into()), 502, "bad_signature"),
+        ("query", Tamper::SetTarget("/token_service/api/pay?amount=1000".into()), 502, "bad_signature"),
+        ("signed header", Tamper::SetField("l", "1".into()), 502, "bad_signature"),
+        ("caller", Tamper::SetField("c", "c-chacha-none".into()), 502, "bad_signature"),
+        ("timestamp", Tamper::SetField("t", "1".into()), 502, "bad_signature"),
+        ("stale", Tamper::Delay(Duration::from_millis(2600)), 401, "stale_timestamp"),
     ];
-    for (what, tamper, code) in cases {
+    for (what, tamper, status, code) in cases {
         let (resp, arrivals) = tampered(&pair, tamper);
-        assert_eq!(resp.status, 401, "{what}: {}", resp.text());
-        assert_eq!(resp.header("x-fp-error-code"), Some(code), "{what}");
-        assert_eq!(resp.header("x-fp-error-source"), Some("inbound"), "{what}");
+        assert_eq!(resp.status, status, "{what}: {}", resp.text());
+        if status == 401 {
+            assert_eq!(resp.header("x-fp-error-code"), Some(code), "{what}");
+            assert_eq!(resp.header("x-fp-error-source"), Some("inbound"), "{what}");
+        } else {
+            assert_eq!(resp.header("x-fp-error-code"), Some("unverified_refusal"), "{what}");
+            assert_eq!(resp.header("x-fp-error-source"), Some("outbound"), "{what}");
+            assert!(resp.text().contains(&format!("401 {code}")), "{what}: {}", resp.text());
+        }
         assert_eq!(arrivals, 0, "{what}: reached the callee");
         assert!(!contains(&resp.body, MARKER));
     }
@@ -100,11 +109,12 @@ fn a_replayed_request_gets_401_and_never_reaches_the_callee() {
 }
 
 #[test]
-fn an_unknown_key_gets_401() {
+fn an_unknown_key_is_an_unverified_refusal() {
     let pair = Pair::start(Options { relay: true, ..Options::default() });
     let resp = post(&pair, "ghost", b"{}".to_vec());
-    assert_eq!(resp.status, 401, "{}", resp.text());
-    assert_eq!(resp.header("x-fp-error-code"), Some("unknown_key"));
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert_eq!(resp.header("x-fp-error-code"), Some("unverified_refusal"));
+    assert!(resp.text().contains("401 unknown_key"), "{}", resp.text());
     assert_eq!(pair.callee().arrivals(), 0);
 }
 

@@ -27,9 +27,10 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, Result};
 
+use super::refuse::{self, ReplyTo};
 use super::{hex_prefix, Attempts, WIRE};
 use crate::config::Name;
-use crate::error::{self, to_pingora, ProxyError, Role};
+use crate::error::{to_pingora, ProxyError, Role};
 use crate::http::{self as h, now_ms};
 use crate::metrics::Metrics;
 use crate::policy::Denial;
@@ -89,6 +90,18 @@ pub struct Accepted {
 }
 
 impl Accepted {
+    /// Whom a signed refusal of this request answers (`None` in passthrough).
+    fn reply_to(&self) -> Option<ReplyTo> {
+        (!self.passthrough).then(|| ReplyTo {
+            service: self.service.to_string(),
+            caller: self.caller.to_string(),
+            nonce: self.nonce,
+            aead: self.aead.as_ref().map(|(k, alg)| (k.to_string(), *alg)),
+            sign_key: self.sign_key.to_string(),
+            codec: self.codec,
+        })
+    }
+
     /// An unverified request (`dangerous_passthrough`).
     fn plain(snap: Arc<Snapshot>, service: Name, pool: Arc<Pool>) -> Self {
         // One empty name for the process, not one per request.
@@ -137,6 +150,9 @@ pub struct Ctx {
     reply: Option<Sealer>,
     flush_records: bool,
     error: Option<ProxyError>,
+    /// Set when a verified request is refused before it was accepted: its
+    /// refusal is signed for it.
+    reply_to: Option<ReplyTo>,
 }
 
 #[async_trait]
@@ -160,6 +176,7 @@ impl ProxyHttp for Inbound {
             reply: None,
             flush_records: false,
             error: None,
+            reply_to: None,
         }
     }
 
@@ -169,11 +186,15 @@ impl ProxyHttp for Inbound {
             self.health(session, &service).await?;
             return Ok(true);
         }
-        let result = match self.accept(session, &mut ctx.known) {
+        let result = match self.accept(session, &mut ctx.known, &mut ctx.reply_to) {
             Ok((accepted, None)) => Ok((accepted, Body::Plain)),
-            Ok((accepted, Some(opener))) => {
-                verify_small_body(session, opener, accepted.length).await.map(|body| (accepted, body))
-            }
+            Ok((accepted, Some(opener))) => match verify_small_body(session, opener, accepted.length).await {
+                Ok(body) => Ok((accepted, body)),
+                Err(e) => {
+                    ctx.reply_to = accepted.reply_to();
+                    Err(e)
+                }
+            },
             Err(e) => Err(e),
         };
         match result {
@@ -184,7 +205,7 @@ impl ProxyHttp for Inbound {
             }
             Err(e) => {
                 log::debug!(target: "fastproxy::inbound", "refused: {}", e.code());
-                error::respond(session, Role::Inbound, &e).await?;
+                self.refuse(session, ctx, &e).await?;
                 ctx.error = Some(e);
                 Ok(true)
             }
@@ -317,7 +338,15 @@ impl ProxyHttp for Inbound {
         if ctx.error.is_none() {
             ctx.error = err.clone();
         }
-        super::fail_to_proxy(session, Role::Inbound, err).await
+        let Some(err) = err else {
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        };
+        if session.response_written().is_none() {
+            if let Err(e) = self.refuse(session, ctx, &err).await {
+                log::debug!("inbound: could not send error response: {e}");
+            }
+        }
+        FailToProxy { error_code: err.status(), can_reuse_downstream: false }
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
@@ -334,12 +363,23 @@ impl ProxyHttp for Inbound {
 }
 
 impl Inbound {
+    /// Answers `err`, signed for the request when its signature verified
+    /// (PROTOCOL.md §8.1).
+    async fn refuse(&self, session: &mut Session, ctx: &mut Ctx, err: &ProxyError) -> Result<()> {
+        let reply = ctx.reply_to.take().or_else(|| ctx.accepted.as_ref().and_then(Accepted::reply_to));
+        let snap = self.shared.load();
+        refuse::respond(session, err, reply.as_ref(), &snap.config.keys, &self.nonces).await
+    }
+
     /// Every check that needs only the headers, cheapest first: route, parse,
-    /// signature, freshness and replay, caller policy, rate, deadline.
+    /// signature, caller and its keys, freshness and replay, rules and rate,
+    /// deadline. Once the signature verified, a refusal is signed: `reply_to`
+    /// says for whom.
     fn accept(
         &self,
         session: &mut Session,
         known: &mut super::Known,
+        reply_to: &mut Option<ReplyTo>,
     ) -> Result<(Accepted, Option<Opener>), ProxyError> {
         let snap = self.shared.load_full();
         let inb = snap.config.inbound.as_ref().ok_or(ProxyError::Internal)?;
@@ -361,16 +401,36 @@ impl Inbound {
         let header = h::envelope_header(&req.headers).map_err(ProxyError::Request)?;
         let (env, sig) = Envelope::parse_request(header, method, service, below, query).map_err(ProxyError::Request)?;
         let verified = snap.config.keys.verify(&env, &sig).map_err(ProxyError::Request)?;
+        let admitted = self.admit(&snap, &env, verified, known, service_name.clone(), pool);
+        if admitted.is_err() {
+            *reply_to = Some(ReplyTo::of(&env));
+        }
+        admitted
+    }
+
+    /// The checks after the signature verified: caller and keys, freshness and
+    /// replay, rules and rate, deadline, size.
+    fn admit(
+        &self,
+        snap: &Arc<Snapshot>,
+        env: &Envelope<'_>,
+        verified: filters::Verified,
+        known: &mut super::Known,
+        service_name: Name,
+        pool: Arc<Pool>,
+    ) -> Result<(Accepted, Option<Opener>), ProxyError> {
+        let inb = snap.config.inbound.as_ref().ok_or(ProxyError::Internal)?;
+        let Target::Request { method, path: below, .. } = env.target else { return Err(ProxyError::Internal) };
         // The caller is bound to its keys before its nonce is remembered:
         // otherwise a caller signing with its own key could claim another
         // caller's name and burn that caller's nonces (PROTOCOL.md §7).
         let (caller, policy) =
             inb.callers.get_key_value(env.caller).ok_or(ProxyError::Denied(Denial::UnknownCaller))?;
-        policy.check_protection(&env).map_err(ProxyError::Denied)?;
+        policy.check_protection(env).map_err(ProxyError::Denied)?;
         known.caller = Some(caller.clone());
         let now = now_ms();
         self.replay.check(env.caller, &env.nonce, env.timestamp_ms, now).map_err(ProxyError::Request)?;
-        policy.authorize(service, below, method).map_err(ProxyError::Denied)?;
+        policy.authorize(env.service, below, method).map_err(ProxyError::Denied)?;
         if env.deadline_ms.is_some_and(|d| d <= now) {
             return Err(ProxyError::DeadlineExceeded);
         }
@@ -395,7 +455,7 @@ impl Inbound {
             passthrough: false,
             local_deadline_ms,
             caller: caller.clone(),
-            service: service_name.clone(),
+            service: service_name,
             pool,
             nonce: env.nonce,
             aead,
@@ -448,6 +508,9 @@ impl Inbound {
         let length = h::content_length(&resp.headers);
         let content_type = match h::header_str(&resp.headers, "content-type") {
             None => String::new(),
+            // The refusal type is this proxy's own (PROTOCOL.md §8.1): a
+            // callee may not speak for it.
+            Some(ct) if ct.starts_with(filters::refusal::REFUSAL_TYPE) => return Err(ProxyError::UpstreamFailed),
             Some(ct) if ct.len() <= filters::envelope::MAX_CONTENT_TYPE_LEN => ct.to_owned(),
             Some(_) => return Err(ProxyError::UpstreamFailed),
         };

@@ -3,6 +3,7 @@
 
 pub mod inbound;
 pub mod outbound;
+pub mod refuse;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -91,6 +92,7 @@ impl Attempts {
     /// truncation, a length mismatch, a client that went away) is neither
     /// retried nor held against the backend: otherwise anyone able to send a
     /// bad body could multiply requests and eject healthy backends. Nor is
+    /// an unverified refusal, which another attempt would only repeat. Nor is
     /// anything retried once the response has started downstream: a second
     /// attempt's bytes would be appended to the first's.
     pub fn failed_after_send(
@@ -100,7 +102,7 @@ impl Attempts {
         deadline_ms: Option<u64>,
     ) -> Box<Error> {
         let Failure { decided, replayable, reused, response_started } = failure;
-        let downstream = e.esource() == &ErrorSource::Downstream || decided.is_some_and(ProxyError::is_downstream);
+        let downstream = e.esource() == &ErrorSource::Downstream || decided.is_some_and(ProxyError::is_final);
         if downstream || response_started {
             if !downstream {
                 self.blame(false);

@@ -84,8 +84,6 @@ enum Reply {
     Open(Opener),
     /// No body by HTTP's rules.
     Bodyless,
-    /// The inbound proxy refused the request; its body is replaced by ours.
-    Refused(Bytes),
     /// Unsealed traffic (`dangerous_passthrough`).
     Plain,
 }
@@ -266,7 +264,6 @@ impl ProxyHttp for Outbound {
                 }
                 *body = Some(out.freeze());
             }
-            Reply::Refused(json) => *body = end_of_stream.then(|| json.clone()),
             Reply::Pending | Reply::Bodyless | Reply::Plain => {}
         }
         Ok(None)
@@ -442,7 +439,7 @@ impl Outbound {
         let nonce = ctx.sent_nonce.ok_or(ProxyError::Internal)?;
         let status = resp.status.as_u16();
         if !resp.headers.contains_key(HEADER) {
-            return refused(resp, ctx);
+            return Err(refused(resp));
         }
         let protection = match &plan.seal.aead {
             Some((key, alg)) => Protection::Encrypt { alg: *alg, key },
@@ -465,9 +462,17 @@ impl Outbound {
         let (env, sig) = Envelope::parse_response(header, status, &request).map_err(ProxyError::Response)?;
         let verified = plan.snap.config.keys.verify(&env, &sig).map_err(ProxyError::Response)?;
         let length = env.length;
-        let content_type = match env.content_type {
-            "" => None,
-            ct => Some(
+        // A signed refusal: its status, code and retry delay are the inbound
+        // proxy's, authenticated (PROTOCOL.md §8.1); an unsigned
+        // `Retry-After` on it is dropped. (On a callee's response it is an
+        // application header like any other, PROTOCOL.md §9.)
+        let refusal = filters::refusal::parse(env.content_type)
+            .map_err(ProxyError::Response)?
+            .map(|r| (r.code.to_owned(), r.retry_after));
+        let content_type = match (env.content_type, &refusal) {
+            ("", _) => None,
+            (_, Some(_)) => Some(HeaderValue::from_static("application/json")),
+            (ct, None) => Some(
                 HeaderValue::from_str(ct)
                     .map_err(|_| ProxyError::Response(filters::Error::Malformed("x-fp content-type")))?,
             ),
@@ -484,9 +489,19 @@ impl Outbound {
         h::strip_hop_by_hop(resp);
         resp.remove_header("content-length");
         resp.remove_header("content-type");
+        if refusal.is_some() {
+            resp.remove_header("retry-after");
+        }
         let mut r = Ok(());
         if let Some(ct) = content_type {
             r = r.and(resp.insert_header(::http::header::CONTENT_TYPE, ct));
+        }
+        if let Some((code, retry_after)) = refusal {
+            r = r.and(resp.insert_header(ERROR_SOURCE, "inbound"));
+            r = r.and(resp.insert_header(ERROR_CODE, code));
+            if let Some(secs) = retry_after {
+                r = r.and(resp.insert_header("retry-after", secs.to_string()));
+            }
         }
         match (bodyless, length) {
             (true, Some(n)) if *method == pingora::http::Method::HEAD => {
@@ -500,39 +515,23 @@ impl Outbound {
     }
 }
 
-/// An unsealed response is accepted only as an inbound proxy's refusal (an
-/// error status naming its source). Its body is not trusted: the app gets our
-/// own JSON error with the same status and code.
-fn refused(resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
+/// An unsealed response can only be an inbound proxy's refusal of a request
+/// it could not verify, or a forgery: its status, code and `Retry-After` are
+/// not trusted. The app gets a generic 502 (`unverified_refusal`, or
+/// `unsealed_response` for anything that does not even claim to be a
+/// refusal), and the request is not sent again.
+fn refused(resp: &ResponseHeader) -> ProxyError {
     let status = resp.status.as_u16();
     if status < 400 || h::header_str(&resp.headers, ERROR_SOURCE) != Some("inbound") {
-        return Err(ProxyError::UnsealedResponse);
+        return ProxyError::UnsealedResponse;
     }
     let code = h::header_str(&resp.headers, ERROR_CODE)
         .filter(|c| !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-        .unwrap_or("inbound_error")
+        .unwrap_or("unknown")
         .to_owned();
-    let retry_after = h::header_str(&resp.headers, "retry-after")
-        .filter(|v| !v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit()))
-        .map(str::to_owned);
-    let body = Bytes::from(
-        serde_json::json!({ "error": { "code": code, "message": "the callee's inbound proxy refused the request" } })
-            .to_string(),
-    );
-    let names: Vec<_> = resp.headers.keys().cloned().collect();
-    for name in names {
-        resp.remove_header(&name);
-    }
-    let mut r = resp.insert_header("content-type", "application/json");
-    r = r.and(resp.insert_header("content-length", body.len().to_string()));
-    r = r.and(resp.insert_header(ERROR_SOURCE, "inbound"));
-    r = r.and(resp.insert_header(ERROR_CODE, code));
-    if let Some(ra) = retry_after {
-        r = r.and(resp.insert_header("retry-after", ra));
-    }
-    r.map_err(|_| ProxyError::Internal)?;
-    ctx.reply = Reply::Refused(body);
-    Ok(())
+    let err = ProxyError::UnverifiedRefusal { status, code };
+    log::info!(target: "fastproxy::outbound", "{}", err.message());
+    err
 }
 
 /// Reads a small compressed body whole (see [`PRESEAL_MAX`]).

@@ -33,6 +33,8 @@ pub enum Tamper {
     SetResponseHeader(String, String),
     /// Add a response header line (even if one of that name is there).
     AddResponseHeader(String, String),
+    /// Send these bytes to the client instead of the response.
+    ReplaceResponse(Vec<u8>),
     /// Set one field of the response's `x-fp` header.
     SetResponseField(&'static str, String),
 }
@@ -165,7 +167,10 @@ fn relay(client: TcpStream, target: SocketAddr, state: &State) -> std::io::Resul
             Some(Tamper::SetResponseField(k, v)) => set_field(&mut rhead, k, v),
             _ => {}
         }
-        let response = encode(&rhead, &rbody);
+        let response = match &tamper {
+            Some(Tamper::ReplaceResponse(forged)) => forged.clone(),
+            _ => encode(&rhead, &rbody),
+        };
         state.log.lock().unwrap().push(Exchange { request: request.clone(), response: response.clone() });
         to_client.write_all(&response)?;
     }
