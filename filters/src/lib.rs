@@ -41,7 +41,7 @@ pub use envelope::{Envelope, Nonce, NonceSource, Protection, Target};
 pub use error::{Error, KeyKind, Limit, Result};
 pub use keys::{AeadKey, KeyRing, SignKey};
 pub use message::Verified;
-pub use record::{sealed_len, Limits, Opener, Sealer, RECORD_MAX};
+pub use record::{sealed_len, Limits, Opener, Sealer, MAX_EXPANSION, RECORD_MAX};
 pub use replay::ReplayGuard;
 pub use sign::Signature;
 

@@ -29,6 +29,16 @@ pub const FLAG_FINAL: u8 = 0x01;
 pub const FLAG_COMPRESSED: u8 = 0x02;
 /// Most records in one message (a 256 TiB body); a counter past it is an error.
 pub const MAX_RECORDS: u64 = 1 << 32;
+/// A compressed record may open to at most this many times its size on the
+/// wire (`len` + 20 bytes). So every sealed byte a receiver reads yields at
+/// most 32 bytes of plaintext, whatever the codec: the memory a body costs
+/// follows the bytes that actually arrived (PROTOCOL.md §6.3).
+pub const MAX_EXPANSION: usize = 32;
+
+/// Most plaintext a compressed record of `payload` stored bytes may carry.
+pub fn max_opened(payload: usize) -> usize {
+    (MAX_EXPANSION * (payload + RECORD_OVERHEAD)).min(RECORD_MAX)
+}
 
 /// The exact sealed size of a `plain`-byte body whose length is signed, sealed
 /// with codec `none` and no [`Sealer::flush`] calls: full records are cut every
@@ -169,19 +179,56 @@ impl Sealer {
         Ok(())
     }
 
-    fn emit(&mut self, plain: &[u8], last: bool, out: &mut BytesMut) -> Result<()> {
+    /// Writes `plain` as one record, or (when it compresses better than
+    /// [`MAX_EXPANSION`] allows) as several compressed records of shorter
+    /// pieces; only the last piece carries FINAL when `last`.
+    fn emit(&mut self, mut plain: &[u8], last: bool, out: &mut BytesMut) -> Result<()> {
+        loop {
+            let take = self.next_piece(plain)?;
+            let (piece, rest) = plain.split_at(take);
+            let compressed = take > 0 && !self.scratch.is_empty();
+            self.emit_record(piece, compressed, last && rest.is_empty(), out)?;
+            plain = rest;
+            if plain.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// How many bytes of `plain` the next record carries. Leaves the
+    /// compressed payload in `scratch` (empty when the record is stored).
+    fn next_piece(&mut self, plain: &[u8]) -> Result<usize> {
+        self.scratch.clear();
+        if self.codec == Codec::None || plain.is_empty() || plain.len() < self.opts.min_size {
+            return Ok(plain.len());
+        }
+        let mut take = plain.len();
+        loop {
+            codec::compress(self.codec, self.opts.level, &plain[..take], &mut self.scratch)?;
+            if self.scratch.len() >= take {
+                // Not shorter: store it.
+                self.scratch.clear();
+                return Ok(take);
+            }
+            let allowed = max_opened(self.scratch.len());
+            if take <= allowed {
+                return Ok(take);
+            }
+            take = allowed;
+        }
+    }
+
+    fn emit_record(&mut self, plain: &[u8], compressed: bool, last: bool, out: &mut BytesMut) -> Result<()> {
         if self.seq >= MAX_RECORDS {
             return Err(Error::RecordLimit);
         }
         let mut flags = if last { FLAG_FINAL } else { 0 };
-        let mut payload = plain;
-        if self.codec != Codec::None && !plain.is_empty() && plain.len() >= self.opts.min_size {
-            codec::compress(self.codec, self.opts.level, plain, &mut self.scratch)?;
-            if self.scratch.len() < plain.len() {
-                flags |= FLAG_COMPRESSED;
-                payload = &self.scratch;
-            }
-        }
+        let payload = if compressed {
+            flags |= FLAG_COMPRESSED;
+            &self.scratch[..]
+        } else {
+            plain
+        };
         let len = payload.len();
         let hdr = [flags, (len >> 16) as u8, (len >> 8) as u8, len as u8];
         out.reserve(RECORD_OVERHEAD + len);
@@ -281,6 +328,17 @@ impl Opener {
         self.total
     }
 
+    /// The most plaintext [`Opener::open`] can append when given `input_len`
+    /// more sealed bytes: records complete only with bytes that arrived, and
+    /// a compressed record opens to at most [`MAX_EXPANSION`] times its size.
+    pub fn max_output(&self, input_len: usize) -> usize {
+        let sealed = input_len + self.partial.len();
+        match self.codec {
+            Codec::None => sealed,
+            _ => sealed.saturating_mul(MAX_EXPANSION),
+        }
+    }
+
     fn open_inner(&mut self, mut input: &[u8], out: &mut BytesMut) -> Result<()> {
         while !input.is_empty() {
             match self.expect {
@@ -359,9 +417,12 @@ impl Opener {
             self.scratch.clear();
             self.scratch.extend_from_slice(payload);
             self.key.open(self.seq, &hdr, &mut self.scratch, tag)?;
-            let limit = (RECORD_MAX as u64).min(remaining) as usize;
+            // At most 32 times the record's wire size (and 64 KiB), and what
+            // is left of the body limit.
+            let record_limit = max_opened(payload.len());
+            let limit = (record_limit as u64).min(remaining) as usize;
             codec::decompress(self.codec, &self.scratch, limit, out).map_err(|e| match e {
-                Error::TooLarge(_) if (limit as u64) < RECORD_MAX as u64 => Error::TooLarge(Limit::Body),
+                Error::TooLarge(_) if limit < record_limit => Error::TooLarge(Limit::Body),
                 e => e,
             })?;
         }

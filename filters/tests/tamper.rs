@@ -432,6 +432,38 @@ fn a_response_must_use_its_requests_codec() {
 }
 
 #[test]
+fn a_record_may_open_to_at_most_32_times_its_size() {
+    let keys = ring();
+    for codec in [Codec::Snappy, Codec::Gzip, Codec::Brotli, Codec::Zstd] {
+        for n in [500usize, 2048, 65536] {
+            let zeros = vec![0u8; n];
+            let payload = match codec {
+                Codec::Snappy => snap::raw::Encoder::new().compress_vec(&zeros).unwrap(),
+                Codec::Gzip => gzip_member(&zeros),
+                Codec::Brotli => brotli_stream(&zeros, 16),
+                _ => zstd_frame(&zeros, 16),
+            };
+            let opened = bomb(&keys, codec, &payload);
+            if n <= MAX_EXPANSION * (payload.len() + 20) {
+                assert_eq!(opened.map(|b| b.len()), Ok(n), "{codec:?} {n} in {}", payload.len());
+            } else {
+                assert_eq!(opened, Err(Error::TooLarge(Limit::Record)), "{codec:?} {n} in {}", payload.len());
+            }
+        }
+    }
+    // The sender keeps to the bound on its own: 4 MiB of zeros seals to at
+    // least 1/32 of its size (and still far below it), and opens.
+    for codec in [Codec::Snappy, Codec::Gzip, Codec::Brotli, Codec::Zstd] {
+        let env = request(GCM, codec, None, 17);
+        let data = vec![0u8; 4 << 20];
+        let (sig, sealed) = seal(&keys, &env, &data, 0);
+        assert!(sealed.len() * MAX_EXPANSION >= data.len(), "{codec:?}: {}", sealed.len());
+        assert!(sealed.len() * 16 < data.len(), "{codec:?} still compresses: {}", sealed.len());
+        assert_eq!(open(&keys, &env, &sig, &sealed, 1000).map(|b| b.len()), Ok(data.len()), "{codec:?}");
+    }
+}
+
+#[test]
 fn an_endless_stream_of_compressed_zeros_stops_at_the_body_limit() {
     let keys = ring();
     let env = request(GCM, Codec::Zstd, None, 12);
@@ -446,7 +478,8 @@ fn an_endless_stream_of_compressed_zeros_stops_at_the_body_limit() {
         wire.clear();
         sealer.seal(&zeros, &mut wire).unwrap();
         sent += zeros.len() as u64;
-        assert!(wire.len() < 1024, "each 64 KiB of zeros seals small");
+        assert!(wire.len() < 4096, "each 64 KiB of zeros seals small: {}", wire.len());
+        assert!(wire.len() * MAX_EXPANSION >= zeros.len(), "at most 32:1");
         if let Err(e) = opener.open(&wire, &mut plain) {
             break e;
         }

@@ -12,6 +12,7 @@ mod config;
 mod error;
 mod http;
 mod metrics;
+mod opened;
 mod policy;
 mod pools;
 mod roles;
@@ -129,7 +130,8 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     if let Some(inb) = &snap.config.inbound {
         let replay = Arc::new(filters::ReplayGuard::new(inb.max_skew_ms, inb.replay_cache));
-        let role = roles::inbound::Inbound::new(shared.clone(), replay, metrics.clone(), nonces.clone());
+        let opened = opened::OpenBudget::new(inb.max_opened_buffer);
+        let role = roles::inbound::Inbound::new(shared.clone(), replay, opened, metrics.clone(), nonces.clone());
         add_role(&mut server, "inbound", role, &inb.listen);
         if inb.dangerous_passthrough {
             log::warn!("inbound.dangerous_passthrough is on: requests are NOT verified (benchmarks only)");

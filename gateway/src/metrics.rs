@@ -25,6 +25,7 @@ pub struct Metrics {
     inflight: IntGaugeVec,
     backend_up: IntGaugeVec,
     backend_ejected: IntGaugeVec,
+    opened: IntGaugeVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -98,7 +99,17 @@ impl Metrics {
                 &["pool", "backend"],
             )?,
             backend_ejected: gauge("fastproxy_upstream_backend_ejected", "1 while the backend is ejected.", &["pool", "backend"])?,
+            opened: gauge(
+                "fastproxy_opened_buffer_bytes",
+                "Opened request plaintext held in memory, not yet written to callees (within inbound.max_opened_buffer).",
+                &[],
+            )?,
         })
+    }
+
+    /// Sets the opened plaintext held now.
+    pub fn set_opened(&self, bytes: usize) {
+        self.opened.with_label_values(&[] as &[&str]).set(bytes as i64);
     }
 
     /// Records a finished request.

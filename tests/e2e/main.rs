@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod bombs;
 mod independent_sender;
 mod operations;
 mod policy_and_errors;

@@ -98,6 +98,8 @@ pub struct Inbound {
     pub replay_cache: usize,
     /// Largest opened request body.
     pub max_body: u64,
+    /// Most opened plaintext held, not yet written to callees.
+    pub max_opened_buffer: u64,
     /// Accept plain requests without verification (benchmarks only).
     pub dangerous_passthrough: bool,
     /// Pool name per local service.

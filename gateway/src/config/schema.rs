@@ -127,6 +127,9 @@ pub struct Inbound {
     pub replay_cache: Option<usize>,
     /// Largest opened request body (default 64MiB).
     pub max_body: Option<Size>,
+    /// Most opened request plaintext held in memory, not yet written to
+    /// callees, across all requests (default 16MiB).
+    pub max_opened_buffer: Option<Size>,
     /// BENCHMARKS ONLY: accept plain requests without verification or policy.
     pub dangerous_passthrough: Option<bool>,
     /// Local services and the pools of their instances.

@@ -33,6 +33,7 @@ use crate::config::Name;
 use crate::error::{to_pingora, ProxyError, Role};
 use crate::http::{self as h, now_ms};
 use crate::metrics::Metrics;
+use crate::opened::OpenBudget;
 use crate::policy::Denial;
 use crate::pools::Pool;
 use crate::state::{Shared, Snapshot};
@@ -54,6 +55,7 @@ const VERIFY_FIRST_WIRE_MAX: u64 = 4 * VERIFY_FIRST_MAX;
 pub struct Inbound {
     shared: Shared,
     replay: Arc<ReplayGuard>,
+    opened: OpenBudget,
     metrics: Arc<Metrics>,
     nonces: Arc<NonceSource>,
 }
@@ -61,9 +63,16 @@ pub struct Inbound {
 impl Inbound {
     /// A proxy reading its config from `shared`, remembering nonces in `replay`
     /// (kept across config reloads so a reload never re-opens the window),
-    /// drawing response nonces from `nonces`.
-    pub fn new(shared: Shared, replay: Arc<ReplayGuard>, metrics: Arc<Metrics>, nonces: Arc<NonceSource>) -> Self {
-        Inbound { shared, replay, metrics, nonces }
+    /// holding opened plaintext within `opened`, drawing response nonces from
+    /// `nonces`.
+    pub fn new(
+        shared: Shared,
+        replay: Arc<ReplayGuard>,
+        opened: OpenBudget,
+        metrics: Arc<Metrics>,
+        nonces: Arc<NonceSource>,
+    ) -> Self {
+        Inbound { shared, replay, opened, metrics, nonces }
     }
 }
 
@@ -188,13 +197,15 @@ impl ProxyHttp for Inbound {
         }
         let result = match self.accept(session, &mut ctx.known, &mut ctx.reply_to) {
             Ok((accepted, None)) => Ok((accepted, Body::Plain)),
-            Ok((accepted, Some(opener))) => match verify_small_body(session, opener, accepted.length).await {
-                Ok(body) => Ok((accepted, body)),
-                Err(e) => {
-                    ctx.reply_to = accepted.reply_to();
-                    Err(e)
+            Ok((accepted, Some(opener))) => {
+                match verify_small_body(session, opener, accepted.length, &self.opened).await {
+                    Ok(body) => Ok((accepted, body)),
+                    Err(e) => {
+                        ctx.reply_to = accepted.reply_to();
+                        Err(e)
+                    }
                 }
-            },
+            }
             Err(e) => Err(e),
         };
         match result {
@@ -273,8 +284,12 @@ impl ProxyHttp for Inbound {
             }
             Body::Streaming(opener) => {
                 ctx.body_started = true;
+                // Room for what this chunk can open to, within the process's
+                // cap: waits while callees are slow to take what was opened.
+                let chunk = body.take();
+                let reservation = self.opened.reserve(opener.max_output(chunk.as_ref().map_or(0, Bytes::len))).await;
                 let mut out = BytesMut::new();
-                let mut result = body.take().map_or(Ok(()), |chunk| opener.open(&chunk, &mut out));
+                let mut result = chunk.map_or(Ok(()), |chunk| opener.open(&chunk, &mut out));
                 if result.is_ok() && end_of_stream {
                     result = opener.finish();
                 }
@@ -285,7 +300,8 @@ impl ProxyHttp for Inbound {
                     let e = ProxyError::Request(e);
                     return Err(super::fail(&mut ctx.error, e));
                 }
-                *body = if out.is_empty() && end_of_stream { None } else { Some(out.freeze()) };
+                *body = if out.is_empty() && end_of_stream { None } else { Some(reservation.hold(out)) };
+                self.metrics.set_opened(self.opened.in_use());
             }
         }
         Ok(())
@@ -350,6 +366,7 @@ impl ProxyHttp for Inbound {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        self.metrics.set_opened(self.opened.in_use());
         super::finish(
             Role::Inbound,
             session,
@@ -604,7 +621,12 @@ fn restore_request(session: &Session, up: &mut RequestHeader, ctx: &mut Ctx) -> 
 /// empty (`l=0`), a body whose signed length is at most [`VERIFY_FIRST_MAX`],
 /// and an unsized body whose sealed `Content-Length` is at most that. Larger
 /// or unsized chunked bodies stream.
-async fn verify_small_body(session: &mut Session, mut opener: Opener, length: Option<u64>) -> Result<Body, ProxyError> {
+async fn verify_small_body(
+    session: &mut Session,
+    mut opener: Opener,
+    length: Option<u64>,
+    opened: &OpenBudget,
+) -> Result<Body, ProxyError> {
     if opener.is_done() {
         // Signed as empty: no records may follow. Any body byte is refused
         // here, before the callee is contacted (PROTOCOL.md §6.1).
@@ -626,21 +648,25 @@ async fn verify_small_body(session: &mut Session, mut opener: Opener, length: Op
         return Ok(Body::Streaming(opener));
     }
     session.as_mut().enable_retry_buffering();
-    let mut plain = BytesMut::with_capacity(length.unwrap_or(0) as usize);
-    let mut read = 0u64;
+    // The sealed body first (at most VERIFY_FIRST_WIRE_MAX bytes), then room
+    // for what it can open to, then the plaintext.
+    let mut sealed = BytesMut::new();
     while let Some(chunk) = read_body_chunk(session).await? {
-        read += chunk.len() as u64;
-        if wire_len.is_some_and(|len| read > len) {
+        sealed.extend_from_slice(&chunk);
+        if wire_len.is_some_and(|len| sealed.len() as u64 > len) {
             return Err(ProxyError::BadRequest("request body longer than its Content-Length"));
         }
-        if read > VERIFY_FIRST_WIRE_MAX {
+        if sealed.len() as u64 > VERIFY_FIRST_WIRE_MAX {
             // Records that open to nothing, sent to hold the connection.
             return Err(ProxyError::Request(filters::Error::TooLarge(filters::Limit::Body)));
         }
-        opener.open(&chunk, &mut plain).map_err(ProxyError::Request)?;
     }
+    let bound = opener.max_output(sealed.len()).min(length.map_or(usize::MAX, |n| n as usize));
+    let reservation = opened.reserve(bound).await;
+    let mut plain = BytesMut::with_capacity(length.unwrap_or(0) as usize);
+    opener.open(&sealed, &mut plain).map_err(ProxyError::Request)?;
     opener.finish().map_err(ProxyError::Request)?;
-    Ok(Body::Verified(plain.freeze()))
+    Ok(Body::Verified(reservation.hold(plain)))
 }
 
 /// The next piece of the request body.

@@ -27,13 +27,25 @@ pub struct Hand<'a> {
     /// The signed length `l` (the body's by default; `Some(0)` for bodyless).
     pub length: Option<u64>,
     pub timestamp_ms: Option<u64>,
+    pub codec: filters::Codec,
 }
 
 impl<'a> Hand<'a> {
     pub fn new(method: &'a str, path: &'a str, caller: &'a str) -> Self {
         let mut nonce = [0u8; 16];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).expect("random");
-        Hand { method, path, query: "", caller, signer: caller, nonce, body: b"", length: Some(0), timestamp_ms: None }
+        Hand {
+            method,
+            path,
+            query: "",
+            caller,
+            signer: caller,
+            nonce,
+            body: b"",
+            length: Some(0),
+            timestamp_ms: None,
+            codec: filters::Codec::None,
+        }
     }
 
     pub fn body(mut self, body: &'a [u8]) -> Self {
@@ -62,7 +74,7 @@ pub fn seal(h: &Hand<'_>) -> Sealed {
         service: "token_service",
         caller: h.caller,
         content_type: "",
-        codec: filters::Codec::None,
+        codec: h.codec,
         protection: Protection::Encrypt { alg: Algorithm::Aes256Gcm, key: "room-v2" },
         sign_key: &sk,
         timestamp_ms: h.timestamp_ms.unwrap_or(now),
@@ -72,12 +84,51 @@ pub fn seal(h: &Hand<'_>) -> Sealed {
     };
     let (sig, mut sealer) = ring.seal(&env, CompressOptions::default()).expect("seal");
     let mut body = bytes::BytesMut::new();
-    sealer.seal(h.body, &mut body).expect("seal body");
-    sealer.finish(&mut body).expect("finish");
+    // A signed length other than the body's: the caller brings its own records.
+    if h.length.is_none_or(|n| n == h.body.len() as u64) {
+        sealer.seal(h.body, &mut body).expect("seal body");
+        sealer.finish(&mut body).expect("finish");
+    }
     let target = if h.query.is_empty() {
         format!("/token_service{}", h.path)
     } else {
         format!("/token_service{}?{}", h.path, h.query)
     };
     Sealed { header: env.header_value(&sig), target, body: body.to_vec() }
+}
+
+/// A sealed body built from raw record payloads, each marked COMPRESSED and
+/// encrypted under the message's body key (PROTOCOL.md §2, §6) with no
+/// check of what they decompress to: what a hostile sender can send.
+pub fn raw_compressed_records(sealed: &Sealed, payloads: &[Vec<u8>]) -> Vec<u8> {
+    use ring::{aead, hkdf};
+    struct Len(usize);
+    impl hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            self.0
+        }
+    }
+    let sig_hex = sealed.header.split(";sig=").nth(1).expect("sig").split(';').next().expect("sig");
+    let mut sig = [0u8; 32];
+    assert!(filters::hex::decode_into(sig_hex, &mut sig));
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"fastproxy/1").extract(&bytes32(ROOM_V2));
+    let mut k_body = [0u8; 32];
+    prk.expand(&[b"fastproxy/1 body", &sig], Len(32)).expect("expand").fill(&mut k_body).expect("fill");
+    let key = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, &k_body).expect("key"));
+    let mut out = Vec::new();
+    for (seq, payload) in payloads.iter().enumerate() {
+        let flags = if seq + 1 == payloads.len() { 0x03 } else { 0x02 };
+        let len = payload.len();
+        let hdr = [flags, (len >> 16) as u8, (len >> 8) as u8, len as u8];
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&(seq as u64).to_be_bytes());
+        let mut buf = payload.clone();
+        let tag = key
+            .seal_in_place_separate_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(hdr), &mut buf)
+            .expect("seal");
+        out.extend_from_slice(&hdr);
+        out.extend_from_slice(&buf);
+        out.extend_from_slice(tag.as_ref());
+    }
+    out
 }

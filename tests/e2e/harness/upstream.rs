@@ -35,6 +35,8 @@ pub enum Mode {
     Delay(Duration),
     /// Read the request, then close the connection without answering.
     DieAfterRequest,
+    /// Read request bodies at most this many bytes per second.
+    SlowRead(u64),
 }
 
 #[derive(Default)]
@@ -141,7 +143,14 @@ fn serve(conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
         let mut body = Vec::new();
         let mut len = 0u64;
         let mut digest = Digest::new();
+        let rate = match *shared.mode.lock().unwrap() {
+            Mode::SlowRead(rate) => Some(rate.max(1)),
+            _ => None,
+        };
         wire::read_body(&mut reader, framing, &mut |b| {
+            if let Some(rate) = rate {
+                std::thread::sleep(Duration::from_micros(b.len() as u64 * 1_000_000 / rate));
+            }
             len += b.len() as u64;
             digest.update(b);
             if body.len() < 1 << 20 {
