@@ -22,9 +22,8 @@
 //! fill the cache.
 
 use std::cmp::Reverse;
-use std::collections::hash_map::RandomState;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
 use crate::envelope::Nonce;
@@ -95,21 +94,50 @@ pub struct ReplayGuard {
     skew_ms: u64,
     per_shard: usize,
     shards: Vec<Mutex<Shard>>,
-    /// Random per-process keys of the (caller, nonce) digest.
-    keys: RandomState,
+    /// Random keys of the (caller, nonce) digest (SipHash-2-4). A process
+    /// that takes over another's entries takes over its keys too.
+    keys: [u64; 2],
 }
 
 impl ReplayGuard {
     /// A guard accepting timestamps within `skew_ms` of now, remembering at
     /// most about `capacity` (caller, nonce) pairs.
     pub fn new(skew_ms: u64, capacity: usize) -> Self {
+        let mut k = [0u8; 16];
+        // Without the system's randomness the keys are only less secret:
+        // digests still tell nonces apart.
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut k);
+        let key = |b: &[u8]| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        Self::with_keys(skew_ms, capacity, [key(&k[..8]), key(&k[8..])])
+    }
+
+    /// A guard whose digests use `keys` (to carry on another process's
+    /// entries, see [`ReplayGuard::keys`]).
+    pub fn with_keys(skew_ms: u64, capacity: usize, keys: [u64; 2]) -> Self {
         let shards = if capacity >= SHARDED_FROM { SHARDS } else { 1 };
         ReplayGuard {
             skew_ms,
             per_shard: capacity.div_ceil(shards).max(1),
             shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
-            keys: RandomState::new(),
+            keys,
         }
+    }
+
+    /// The digest keys (secret: whoever holds them can aim nonces at one
+    /// cache slot).
+    pub fn keys(&self) -> [u64; 2] {
+        self.keys
+    }
+
+    /// The 64-bit digest of (`caller`, `nonce`) under this guard's keys.
+    pub fn digest(&self, caller: &str, nonce: &Nonce) -> u64 {
+        #[allow(deprecated)] // SipHash-2-4 with explicit keys; std keeps it.
+        let mut h = std::hash::SipHasher::new_with_keys(self.keys[0], self.keys[1]);
+        // Caller names never contain 0xff: the encoding is unambiguous.
+        h.write(caller.as_bytes());
+        h.write_u8(0xff);
+        h.write(&nonce.0);
+        h.finish()
     }
 
     /// The freshness window, in milliseconds either side of now.
@@ -122,15 +150,14 @@ impl ReplayGuard {
     /// the window or at or below a full cache's floor, [`Error::Replay`] for a
     /// nonce this caller used before.
     pub fn check(&self, caller: &str, nonce: &Nonce, ts_ms: u64, now_ms: u64) -> Result<()> {
+        self.check_digest(self.digest(caller, nonce), ts_ms, now_ms)
+    }
+
+    /// [`ReplayGuard::check`] for a digest made with [`ReplayGuard::digest`].
+    pub fn check_digest(&self, digest: u64, ts_ms: u64, now_ms: u64) -> Result<()> {
         if !is_fresh(ts_ms, now_ms, self.skew_ms) {
             return Err(Error::StaleTimestamp);
         }
-        let mut h = self.keys.build_hasher();
-        // Caller names never contain 0xff: the encoding is unambiguous.
-        h.write(caller.as_bytes());
-        h.write_u8(0xff);
-        h.write(&nonce.0);
-        let digest = h.finish();
         let shard = &self.shards[(digest >> 32) as usize % self.shards.len()];
         // A poisoned lock only means another thread panicked mid-update; the
         // maps are still consistent enough to keep rejecting replays.
@@ -151,6 +178,52 @@ impl ReplayGuard {
         shard.seen.insert(digest, ts_ms);
         shard.by_age.push(Reverse((ts_ms, digest)));
         Ok(())
+    }
+
+    /// Remembers a digest another process accepted at `ts_ms` (no check;
+    /// outside the window at `now_ms` it is dropped).
+    pub fn remember(&self, digest: u64, ts_ms: u64, now_ms: u64) {
+        if !is_fresh(ts_ms, now_ms, self.skew_ms) {
+            return;
+        }
+        let mut shard = self.shard(digest);
+        if shard.seen.contains_key(&digest) {
+            return;
+        }
+        while shard.seen.len() >= self.per_shard {
+            shard.evict_oldest();
+        }
+        shard.seen.insert(digest, ts_ms);
+        shard.by_age.push(Reverse((ts_ms, digest)));
+    }
+
+    /// Refuses, as stale, every message timestamped at or before `ts_ms`
+    /// (after a start that could not take over the previous process's
+    /// entries).
+    pub fn raise_floor(&self, ts_ms: u64) {
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            shard.floor = Some(shard.floor.map_or(ts_ms, |f| f.max(ts_ms)));
+        }
+    }
+
+    /// The highest floor of any shard: timestamps at or below it are refused.
+    pub fn floor(&self) -> Option<u64> {
+        self.shards.iter().filter_map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).floor).max()
+    }
+
+    /// Every remembered (digest, timestamp) pair, for handing over.
+    pub fn entries(&self) -> Vec<(u64, u64)> {
+        let mut all = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            all.extend(shard.seen.iter().map(|(d, ts)| (*d, *ts)));
+        }
+        all
+    }
+
+    fn shard(&self, digest: u64) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[(digest >> 32) as usize % self.shards.len()].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Pairs currently remembered.

@@ -15,6 +15,7 @@ mod metrics;
 mod opened;
 mod policy;
 mod pools;
+mod replay_state;
 mod roles;
 mod state;
 
@@ -129,7 +130,13 @@ fn run(cli: Cli) -> Result<(), String> {
         }
     }
     if let Some(inb) = &snap.config.inbound {
-        let replay = Arc::new(filters::ReplayGuard::new(inb.max_skew_ms, inb.replay_cache));
+        let journal = match &inb.replay_journal {
+            Some(path) => path.clone(),
+            None => journal_path(&server.configuration.pid_file),
+        };
+        let replay = replay_state::ReplayState::open(&journal, inb.max_skew_ms, inb.replay_cache)?;
+        let handover = replay_state::Handover::new(replay.clone(), server.watch_execution_phase());
+        server.add_service(pingora::services::background::background_service("replay handover", handover));
         let opened = opened::OpenBudget::new(inb.max_opened_buffer);
         let role = roles::inbound::Inbound::new(shared.clone(), replay, opened, metrics.clone(), nonces.clone());
         add_role(&mut server, "inbound", role, &inb.listen);
@@ -149,6 +156,13 @@ fn run(cli: Cli) -> Result<(), String> {
     server.add_services(snap.pools.background_services());
     drop(snap);
     server.run_forever()
+}
+
+/// The replay journal's default place: Pingora's pid file name with
+/// `.replay` added (one journal per deployment, shared by its old and new
+/// processes).
+fn journal_path(pid_file: &str) -> String {
+    format!("{pid_file}.replay")
 }
 
 /// Read buffer of each app/peer connection. Pingora's default is 64 KiB per

@@ -8,6 +8,7 @@ mod independent_sender;
 mod operations;
 mod policy_and_errors;
 mod pools;
+mod replay_across_processes;
 mod roundtrip;
 mod streaming;
 mod wire_security;

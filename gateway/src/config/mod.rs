@@ -96,6 +96,8 @@ pub struct Inbound {
     pub max_skew_ms: u64,
     /// Replay cache capacity.
     pub replay_cache: usize,
+    /// Where the replay journal lives (`None`: beside the pid file).
+    pub replay_journal: Option<String>,
     /// Largest opened request body.
     pub max_body: u64,
     /// Most opened plaintext held, not yet written to callees.

@@ -127,6 +127,9 @@ pub struct Inbound {
     pub replay_cache: Option<usize>,
     /// Largest opened request body (default 64MiB).
     pub max_body: Option<Size>,
+    /// The replay journal shared by this process and the next (default:
+    /// Pingora's pid file name + `.replay`).
+    pub replay_journal: Option<String>,
     /// Most opened request plaintext held in memory, not yet written to
     /// callees, across all requests (default 16MiB).
     pub max_opened_buffer: Option<Size>,

@@ -428,6 +428,7 @@ fn inbound(
         max_skew_ms,
         replay_cache: i.replay_cache.unwrap_or(filters::replay::DEFAULT_CAPACITY),
         max_body: i.max_body.map_or(64 * MIB, |s| s.0),
+        replay_journal: i.replay_journal.clone(),
         max_opened_buffer: match i.max_opened_buffer.map_or(16 * MIB, |s| s.0) {
             n if n < MIB => {
                 c.fail("inbound.max_opened_buffer", "must be at least 1MiB");

@@ -18,8 +18,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use filters::envelope::HEADER;
 use filters::{
-    Algorithm, Codec, CompressOptions, Envelope, Limits, Nonce, NonceSource, Opener, Protection, ReplayGuard, Sealer,
-    Target,
+    Algorithm, Codec, CompressOptions, Envelope, Limits, Nonce, NonceSource, Opener, Protection, Sealer, Target,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
@@ -36,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::opened::OpenBudget;
 use crate::policy::Denial;
 use crate::pools::Pool;
+use crate::replay_state::ReplayState;
 use crate::state::{Shared, Snapshot};
 
 /// Path prefix of the inbound proxy's own health endpoint:
@@ -54,7 +54,7 @@ const VERIFY_FIRST_WIRE_MAX: u64 = 4 * VERIFY_FIRST_MAX;
 /// The inbound proxy.
 pub struct Inbound {
     shared: Shared,
-    replay: Arc<ReplayGuard>,
+    replay: Arc<ReplayState>,
     opened: OpenBudget,
     metrics: Arc<Metrics>,
     nonces: Arc<NonceSource>,
@@ -67,7 +67,7 @@ impl Inbound {
     /// `nonces`.
     pub fn new(
         shared: Shared,
-        replay: Arc<ReplayGuard>,
+        replay: Arc<ReplayState>,
         opened: OpenBudget,
         metrics: Arc<Metrics>,
         nonces: Arc<NonceSource>,
@@ -195,6 +195,8 @@ impl ProxyHttp for Inbound {
             self.health(session, &service).await?;
             return Ok(true);
         }
+        // After an upgrade: not before the replaced process handed its cache over.
+        self.replay.ready().await;
         let result = match self.accept(session, &mut ctx.known, &mut ctx.reply_to) {
             Ok((accepted, None)) => Ok((accepted, Body::Plain)),
             Ok((accepted, Some(opener))) => {

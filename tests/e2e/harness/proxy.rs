@@ -101,6 +101,21 @@ impl Proxy {
         Proxy { child, log_name: "fastproxy-new.log", dir: self.dir.clone(), _dir: self._dir.clone() }
     }
 
+    /// Starts a new instance on the same files (after this one stopped),
+    /// as a restart would, and waits until `ports` accept connections.
+    pub fn start_again(&self, ports: &[u16]) -> Proxy {
+        let child = spawn(&self.dir, false, "fastproxy-again.log", "info");
+        let proxy = Proxy { child, log_name: "fastproxy-again.log", dir: self.dir.clone(), _dir: self._dir.clone() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for port in ports {
+            while TcpStream::connect(addr(*port)).is_err() {
+                assert!(Instant::now() < deadline, "fastproxy did not listen on {port}:\n{}", proxy.log());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        proxy
+    }
+
     /// Sends `signal` (e.g. "TERM", "QUIT") to the process.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status();
