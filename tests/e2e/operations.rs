@@ -196,6 +196,33 @@ fn secrets_appear_in_no_log_error_or_view() {
 }
 
 #[test]
+fn every_config_field_is_documented() {
+    let schema = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/config/schema.rs")).unwrap();
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/CONFIG.md")).unwrap();
+    let mut missing = Vec::new();
+    for line in schema.lines() {
+        let Some(field) = line.trim().strip_prefix("pub ").and_then(|l| l.split_once(':')).map(|(f, _)| f) else {
+            continue;
+        };
+        if field.contains(' ') || field.contains('(') {
+            continue;
+        }
+        let documented = [format!("`{field}`"), format!(".{field}`"), format!("`{field}.")]
+            .iter()
+            .any(|form| docs.contains(form.as_str()))
+            || docs.contains(&format!("{field}:"));
+        if !documented {
+            missing.push(field.to_owned());
+        }
+    }
+    assert!(missing.is_empty(), "fields of the schema missing from docs/CONFIG.md: {missing:?}");
+    for role in ["## `outbound`", "## `inbound`"] {
+        let section = docs.split(role).nth(1).and_then(|s| s.split("\n## ").next()).unwrap();
+        assert!(section.contains("`dangerous_passthrough`"), "{role} documents dangerous_passthrough");
+    }
+}
+
+#[test]
 fn check_refuses_a_sign_key_listed_for_two_callers() {
     let dir = std::env::temp_dir().join(format!("fastproxy-check-shared-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

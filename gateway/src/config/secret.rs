@@ -86,4 +86,19 @@ mod tests {
         assert_eq!(format!("{:?}", s(&hex)), "Secret(<redacted>)");
         assert_eq!(generate().map(|s| s.len()), Ok(64));
     }
+
+    #[test]
+    fn debug_of_a_loaded_config_shows_no_secret() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/fastproxy.yaml")).unwrap();
+        let file: crate::config::schema::File = serde_saphyr::from_str(&text).unwrap();
+        let shown = format!("{file:?}");
+        assert!(shown.contains("room-v2") && shown.contains("<redacted>"), "{shown}");
+        for secret in ["000102030405060708090a0b0c0d0e0f", "404142434445464748494a4b4c4d4e4f"] {
+            assert!(text.contains(secret), "the demo config holds the secret");
+            assert!(!shown.contains(secret), "Debug shows a secret: {shown}");
+        }
+        let config = crate::config::from_yaml(&text).map_err(|p| p.to_string()).unwrap();
+        let keys = format!("{:?}", config.keys);
+        assert!(!keys.contains("000102030405060708090a0b0c0d0e0f"), "{keys}");
+    }
 }
