@@ -11,6 +11,7 @@ mod alloc;
 mod config;
 mod error;
 mod http;
+mod logging;
 mod metrics;
 mod opened;
 mod policy;
@@ -77,7 +78,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    logging::init();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check) => match config::load(&cli.config) {

@@ -9,6 +9,7 @@ mod operations;
 mod policy_and_errors;
 mod pools;
 mod replay_across_processes;
+mod robustness;
 mod roundtrip;
 mod streaming;
 mod wire_security;

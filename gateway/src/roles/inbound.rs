@@ -360,6 +360,8 @@ impl ProxyHttp for Inbound {
             return FailToProxy { error_code: 0, can_reuse_downstream: false };
         };
         if session.response_written().is_none() {
+            // The connection closes after this answer: it says so.
+            session.set_keepalive(None);
             if let Err(e) = self.refuse(session, ctx, &err).await {
                 log::debug!("inbound: could not send error response: {e}");
             }

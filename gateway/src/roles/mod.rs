@@ -239,6 +239,8 @@ pub async fn fail_to_proxy(session: &mut Session, role: Role, err: Option<ProxyE
     if session.response_written().is_some() {
         return FailToProxy { error_code: err.status(), can_reuse_downstream: false };
     }
+    // The connection closes after this answer: it says so.
+    session.set_keepalive(None);
     if let Err(e) = error::respond(session, role, &err).await {
         log::debug!("{}: could not send error response: {e}", role.name());
     }

@@ -1,0 +1,76 @@
+//! Robustness at the edges of HTTP: what proxies say about their connections,
+//! what they log.
+
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use crate::harness::client::{send, Request};
+use crate::harness::config::{caller, Options, Pair};
+use crate::harness::wire::{self, Head};
+
+/// Sends one keep-alive request on `conn` and reads the response head and body.
+fn keep_alive_request(conn: &mut TcpStream, target: &str, who: &str) -> (Head, Vec<u8>) {
+    write!(conn, "GET {target} HTTP/1.1\r\nhost: x\r\nx-fp-caller: {who}\r\n\r\n").unwrap();
+    let mut r = BufReader::new(conn.try_clone().unwrap());
+    let head = wire::read_head(&mut r).unwrap().expect("a response");
+    let mut body = Vec::new();
+    wire::read_body(&mut r, wire::response_framing(&head, "GET"), &mut |b| body.extend_from_slice(b)).unwrap();
+    (head, body)
+}
+
+#[test]
+fn connection_headers_match_what_the_proxy_does() {
+    let mut pair =
+        Pair::start(Options { dead_callees: Some(vec![crate::harness::proxy::dead_addr(1)]), ..Options::default() });
+    let who = caller("aes", "none");
+    // The inbound proxy's signed 502 passes through: the app's connection stays
+    // open, as its header says.
+    let mut conn = TcpStream::connect(pair.out_addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for _ in 0..2 {
+        let (head, _) = keep_alive_request(&mut conn, "/token_service/x", &who);
+        assert_eq!((head.status(), head.get("x-fp-error-source")), (502, Some("inbound")), "{head:?}");
+        assert_eq!(head.get("connection").map(str::to_ascii_lowercase).as_deref(), Some("keep-alive"));
+    }
+    // A 502 of the outbound proxy's own (its upstream is gone) closes the
+    // connection, and says so.
+    pair.inbound.signal("KILL");
+    assert!(pair.inbound.wait_exit(Duration::from_secs(5)).is_some());
+    let mut conn = TcpStream::connect(pair.out_addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (head, _) = keep_alive_request(&mut conn, "/token_service/x", &who);
+    assert_eq!((head.status(), head.get("x-fp-error-source")), (502, Some("outbound")), "{head:?}");
+    assert_eq!(head.get("connection").map(str::to_ascii_lowercase).as_deref(), Some("close"), "{head:?}");
+    let mut rest = Vec::new();
+    assert_eq!(conn.read_to_end(&mut rest).map(|_| rest.len()).unwrap_or(0), 0, "closed after the answer");
+}
+
+/// A callee that answers every request with a header block that does not parse.
+fn broken_callee(payload: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(conn, "HTTP/1.1 200 OK\r\nx-card: {payload}\r\nthis line is no header\r\n\r\n");
+        }
+    });
+    addr
+}
+
+#[test]
+fn payload_bytes_never_reach_the_logs() {
+    const PAYLOAD: &str = "4111-1111-SECRET-PAYLOAD";
+    let pair = Pair::start(Options { dead_callees: Some(vec![broken_callee(PAYLOAD)]), ..Options::default() });
+    let resp =
+        send(pair.out_addr, Request::new("GET", "/token_service/x").header("x-fp-caller", &caller("aes", "none")))
+            .expect("response");
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    std::thread::sleep(Duration::from_millis(300));
+    let log = pair.inbound.log();
+    assert!(log.contains("bytes not logged"), "the callee's bytes were parsed and refused:\n{log}");
+    assert!(!log.contains("SECRET-PAYLOAD"), "payload bytes in the inbound log:\n{log}");
+    assert!(!pair.outbound.log().contains("SECRET-PAYLOAD"));
+}
