@@ -6,6 +6,7 @@
 #   app --plain--> outbound :8034 --sealed--> inbound :8033 --plain--> callee :8101
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh
 
 cargo build -q -p fastproxy --bin fastproxy --example demo_callee
 log=$(mktemp /tmp/fastproxy-demo.XXXXXX.log)

@@ -3,4 +3,5 @@
 # end-to-end tests. This is the test command README.md names and CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh
 cargo test --workspace "$@"

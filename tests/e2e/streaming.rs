@@ -54,3 +54,35 @@ fn a_100_mib_upload_and_download_stream_with_bounded_memory() {
     assert!(out_rss > 0 && out_rss < 64 * 1024, "outbound peak RSS {out_rss} KiB");
     assert!(in_rss > 0 && in_rss < 64 * 1024, "inbound peak RSS {in_rss} KiB");
 }
+
+#[test]
+fn a_streamed_upload_reaches_the_callee_while_it_is_sent() {
+    use std::io::Write;
+    let pair = Pair::start(Options::default());
+    let mut conn = std::net::TcpStream::connect(pair.out_addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(
+        conn,
+        "POST /token_service/upload HTTP/1.1\r\nhost: x\r\nx-fp-caller: {}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+        caller("aes", "none")
+    )
+    .unwrap();
+    // Five 100-byte pieces, 0.5 s apart.
+    let mut last_sent = std::time::Instant::now();
+    for i in 0..5u8 {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        last_sent = std::time::Instant::now();
+        crate::harness::wire::write_chunk(&mut conn, &[b'a' + i; 100]).unwrap();
+        conn.flush().unwrap();
+    }
+    conn.write_all(b"0\r\n\r\n").unwrap();
+    let mut r = std::io::BufReader::new(conn);
+    let head = crate::harness::wire::read_head(&mut r).unwrap().expect("response");
+    assert_eq!(head.status(), 200, "{head:?}");
+    let seen = pair.callee().last();
+    assert_eq!(seen.body_len, 500);
+    let (first, _) = seen.body_at.expect("a body");
+    assert!(first + std::time::Duration::from_secs(1) < last_sent, "the first piece waited for the last one");
+}

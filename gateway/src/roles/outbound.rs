@@ -213,6 +213,12 @@ impl ProxyHttp for Outbound {
                     return Err(ProxyError::BodyTooLarge);
                 }
                 sealer.seal(&chunk, &mut out).map_err(ProxyError::Request)?;
+                // A body of unknown length is a stream (an upload in pieces,
+                // a long poll): what the app sent goes on now, as its own
+                // record, instead of waiting for 64 KiB or the end.
+                if plan.length.is_none() && !end_of_stream {
+                    sealer.flush(&mut out).map_err(ProxyError::Request)?;
+                }
             }
             if end_of_stream {
                 sealer.finish(&mut out).map_err(ProxyError::Request)?;

@@ -21,6 +21,8 @@ pub struct Seen {
     pub body_len: u64,
     pub body_sha: String,
     pub framing: Framing,
+    /// When the first and the last body bytes arrived.
+    pub body_at: Option<(std::time::Instant, std::time::Instant)>,
 }
 
 /// How the server answers, settable while it runs.
@@ -147,7 +149,10 @@ fn serve(conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
             Mode::SlowRead(rate) => Some(rate.max(1)),
             _ => None,
         };
+        let mut body_at: Option<(std::time::Instant, std::time::Instant)> = None;
         wire::read_body(&mut reader, framing, &mut |b| {
+            let now = std::time::Instant::now();
+            body_at = Some((body_at.map_or(now, |(first, _)| first), now));
             if let Some(rate) = rate {
                 std::thread::sleep(Duration::from_micros(b.len() as u64 * 1_000_000 / rate));
             }
@@ -165,6 +170,7 @@ fn serve(conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
             body_len: len,
             body_sha: digest.hex(),
             framing,
+            body_at,
         };
         shared.seen.lock().unwrap().push(seen.clone());
         let mode = *shared.mode.lock().unwrap();

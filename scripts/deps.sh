@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the system packages the build, the tests and the demo need, on
+# Debian 12 with the Rust toolchain: nothing else is assumed. Called by
+# scripts/test.sh, scripts/demo.sh and .ci/run; does nothing when all are there.
+#   cmake: Pingora's zlib-ng (libz-ng-sys) is built with it.
+#   curl:  the demo talks to the proxy with it.
+#   rustfmt, clippy: the lint steps of .ci/run.
+set -euo pipefail
+
+packages=(cmake curl)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "== installing: ${missing[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+if [ "${1:-}" = "--lint" ]; then
+    cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+    cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+fi
