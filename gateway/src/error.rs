@@ -54,6 +54,8 @@ pub enum ProxyError {
     Denied(Denial),
     /// The body is larger than this proxy accepts.
     BodyTooLarge,
+    /// The request head has more or larger headers than this proxy accepts.
+    HeadersTooLarge,
     /// The caller's deadline passed.
     DeadlineExceeded,
     /// The pool has no backend to try.
@@ -109,6 +111,7 @@ impl ProxyError {
             ProxyError::Denied(Denial::RateLimited(_)) => 429,
             ProxyError::Denied(_) => 403,
             ProxyError::BodyTooLarge => 413,
+            ProxyError::HeadersTooLarge => 431,
             ProxyError::DeadlineExceeded | ProxyError::UpstreamTimeout => 504,
             ProxyError::NoHealthyUpstream | ProxyError::PoolOverloaded => 503,
             ProxyError::Internal => 500,
@@ -128,6 +131,7 @@ impl ProxyError {
                 | ProxyError::UnknownCaller
                 | ProxyError::Denied(_)
                 | ProxyError::BodyTooLarge
+                | ProxyError::HeadersTooLarge
         )
     }
 
@@ -154,6 +158,7 @@ impl ProxyError {
             ProxyError::Denied(Denial::NotAllowed) => "forbidden",
             ProxyError::Denied(Denial::RateLimited(_)) => "rate_limited",
             ProxyError::BodyTooLarge => "body_too_large",
+            ProxyError::HeadersTooLarge => "headers_too_large",
             ProxyError::DeadlineExceeded => "deadline_exceeded",
             ProxyError::NoHealthyUpstream => "no_healthy_upstream",
             ProxyError::PoolOverloaded => "pool_overloaded",
@@ -181,6 +186,7 @@ impl ProxyError {
             ProxyError::Denied(Denial::NotAllowed) => Cow::Borrowed("caller may not call this endpoint"),
             ProxyError::Denied(Denial::RateLimited(_)) => Cow::Borrowed("rate limit exceeded"),
             ProxyError::BodyTooLarge => Cow::Borrowed("body exceeds the size limit"),
+            ProxyError::HeadersTooLarge => Cow::Borrowed("too many or too large request headers"),
             ProxyError::DeadlineExceeded => Cow::Borrowed("the caller's deadline passed"),
             ProxyError::NoHealthyUpstream => Cow::Borrowed("no upstream backend available"),
             ProxyError::PoolOverloaded => Cow::Borrowed("too many requests in flight to this upstream"),

@@ -169,6 +169,14 @@ pub fn strip_fp_headers(m: &mut impl MessageHeaders) {
     }
 }
 
+/// The size of a request head on the wire: request line and header lines.
+pub fn head_len(req: &RequestHeader) -> u64 {
+    let target = req.uri.path_and_query().map_or(1, |pq| pq.as_str().len());
+    let line = req.method.as_str().len() + target + 12;
+    let headers: usize = req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    (line + headers + 2) as u64
+}
+
 /// A header's value as text, when present and visible ASCII.
 pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())

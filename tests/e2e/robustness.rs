@@ -74,3 +74,28 @@ fn payload_bytes_never_reach_the_logs() {
     assert!(!log.contains("SECRET-PAYLOAD"), "payload bytes in the inbound log:\n{log}");
     assert!(!pair.outbound.log().contains("SECRET-PAYLOAD"));
 }
+
+#[test]
+fn the_outbound_proxy_refuses_headers_the_inbound_proxy_would() {
+    let pair = Pair::start(Options { relay: true, ..Options::default() });
+    let who = caller("aes", "none");
+    let with = |extra: &[(String, String)]| {
+        let mut req = Request::new("GET", "/token_service/x").header("x-fp-caller", &who);
+        for (k, v) in extra {
+            req = req.header(k, v);
+        }
+        send(pair.out_addr, req).expect("response")
+    };
+    let many: Vec<(String, String)> = (0..250).map(|i| (format!("x-extra-{i}"), "1".to_string())).collect();
+    let huge = vec![("x-huge".to_string(), "a".repeat(1000 * 1024))];
+    for (what, extra) in [("250 headers", &many), ("a 1000 KiB header", &huge)] {
+        let resp = with(extra);
+        assert_eq!(resp.status, 431, "{what}: {}", resp.text());
+        assert_eq!(resp.header("x-fp-error-code"), Some("headers_too_large"), "{what}");
+        assert_eq!(resp.header("x-fp-error-source"), Some("outbound"), "{what}");
+    }
+    assert!(pair.relay().exchanges().is_empty(), "nothing was sealed and sent");
+    // Within the limits (100 headers, 64 KiB) a request goes through.
+    let fine: Vec<(String, String)> = (0..90).map(|i| (format!("x-extra-{i}"), "1".repeat(300))).collect();
+    assert_eq!(with(&fine).status, 200);
+}

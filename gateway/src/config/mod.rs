@@ -58,6 +58,10 @@ pub struct Outbound {
     pub max_body: u64,
     /// Largest opened response body.
     pub max_response_body: u64,
+    /// Most headers in an app's request.
+    pub max_header_count: usize,
+    /// Largest app request head, bytes.
+    pub max_header_bytes: u64,
     /// Forward without sealing (benchmarks only).
     pub dangerous_passthrough: bool,
     /// Sealing settings per caller.

@@ -78,6 +78,11 @@ pub struct Outbound {
     pub timeout_header: Option<String>,
     /// Largest request body accepted from the app (default 64MiB).
     pub max_body: Option<Size>,
+    /// Most headers a request from the app may carry (default 100).
+    pub max_header_count: Option<usize>,
+    /// Largest request head (request line and headers) from the app
+    /// (default 64KiB).
+    pub max_header_bytes: Option<Size>,
     /// Largest response body accepted from an inbound proxy (default 64MiB).
     pub max_response_body: Option<Size>,
     /// BENCHMARKS ONLY: forward without sealing (measures the proxy's own

@@ -316,6 +316,22 @@ fn outbound(
         timeout_header,
         max_body: o.max_body.map_or(64 * MIB, |s| s.0),
         max_response_body: o.max_response_body.map_or(64 * MIB, |s| s.0),
+        // Below what an inbound proxy (Pingora: 256 headers, 1 MiB) accepts
+        // once the protocol header is added.
+        max_header_count: match o.max_header_count.unwrap_or(100) {
+            n if n > 200 => {
+                c.fail("outbound.max_header_count", "at most 200 (the inbound proxy takes 256 with its own)");
+                n
+            }
+            n => n,
+        },
+        max_header_bytes: match o.max_header_bytes.map_or(64 * 1024, |s| s.0) {
+            n if n > 512 * 1024 => {
+                c.fail("outbound.max_header_bytes", "at most 512KiB (the inbound proxy takes 1MiB)");
+                n
+            }
+            n => n,
+        },
         dangerous_passthrough: o.dangerous_passthrough.unwrap_or(false),
         callers,
         routes,

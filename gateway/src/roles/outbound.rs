@@ -307,6 +307,10 @@ impl Outbound {
         if req.headers.contains_key("upgrade") {
             return Err(ProxyError::BadRequest("protocol upgrades are not supported"));
         }
+        // What the inbound proxy would refuse is refused here, before sealing.
+        if req.headers.len() > out.max_header_count || h::head_len(req) > out.max_header_bytes {
+            return Err(ProxyError::HeadersTooLarge);
+        }
         let path = req.uri.path();
         let (service, _) = h::split_target(path)?;
         h::check_path(path)?;
