@@ -99,3 +99,32 @@ fn the_outbound_proxy_refuses_headers_the_inbound_proxy_would() {
     let fine: Vec<(String, String)> = (0..90).map(|i| (format!("x-extra-{i}"), "1".repeat(300))).collect();
     assert_eq!(with(&fine).status, 200);
 }
+
+#[test]
+fn a_client_that_goes_away_is_never_sent_again() {
+    use crate::harness::upstream::Mode;
+    let pair = Pair::start(Options::default());
+    pair.callee().set_mode(Mode::Delay(Duration::from_millis(1500)));
+    let who = caller("aes", "none");
+    let n = 32;
+    let clients: Vec<_> = (0..n)
+        .map(|i| {
+            let (addr, who) = (pair.out_addr, who.clone());
+            std::thread::spawn(move || {
+                let mut conn = TcpStream::connect(addr).unwrap();
+                write!(conn, "GET /token_service/slow/{i} HTTP/1.1\r\nhost: x\r\nx-fp-caller: {who}\r\n\r\n").unwrap();
+                // In flight at the callee, then gone.
+                std::thread::sleep(Duration::from_millis(400));
+                drop(conn);
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(3000));
+    let arrivals = pair.callee().arrivals();
+    assert!(arrivals <= n, "{arrivals} requests reached the callee for {n} clients that went away");
+    let log = pair.outbound.log() + &pair.inbound.log();
+    assert!(!log.contains("retries=1") && !log.contains("retries=2"), "a retry was logged:\n{log}");
+}
