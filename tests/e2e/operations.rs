@@ -61,7 +61,15 @@ fn metrics_count_a_known_mix_exactly() {
     pair.callee().set_mode(Mode::DieAfterRequest);
     assert_eq!(call(&pair, &ok, "POST", "/token_service/pay"), 502);
 
-    let text = admin(pair.in_admin, "/metrics").text();
+    // A request is counted once its answer is out: give the last one a moment.
+    let start = Instant::now();
+    let mut text = admin(pair.in_admin, "/metrics").text();
+    while metric(&text, "fastproxy_requests_total", &[("role", "inbound")]) < 10.0
+        && start.elapsed() < Duration::from_secs(3)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+        text = admin(pair.in_admin, "/metrics").text();
+    }
     let inbound =
         |labels: &[(&str, &str)]| metric(&text, "fastproxy_requests_total", &[&[("role", "inbound")], labels].concat());
     let errors = |code: &str| metric(&text, "fastproxy_errors_total", &[("role", "inbound"), ("code", code)]);
@@ -81,7 +89,13 @@ fn metrics_count_a_known_mix_exactly() {
     assert_eq!(metric(&text, "fastproxy_upstream_duration_seconds_count", &[("role", "inbound")]), 4.0);
     assert_eq!(metric(&text, "fastproxy_upstream_backend_healthy", &[("pool", "callee")]), 1.0);
 
-    let out = admin(pair.out_admin, "/metrics").text();
+    let mut out = admin(pair.out_admin, "/metrics").text();
+    while metric(&out, "fastproxy_requests_total", &[("role", "outbound")]) < 10.0
+        && start.elapsed() < Duration::from_secs(3)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+        out = admin(pair.out_admin, "/metrics").text();
+    }
     let outbound =
         |labels: &[(&str, &str)]| metric(&out, "fastproxy_requests_total", &[&[("role", "outbound")], labels].concat());
     assert_eq!(outbound(&[("class", "2xx")]), 4.0);

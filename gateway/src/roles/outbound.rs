@@ -171,8 +171,13 @@ impl ProxyHttp for Outbound {
     ) -> Box<Error> {
         let e = e.more_context(format!("peer: {peer}"));
         // Safe to send again: an idempotent method whose body Pingora can
-        // still replay (whole, not truncated). A POST never goes twice.
-        let replayable = session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
+        // still replay (whole, not truncated), on a pooled connection that was
+        // found closed (the inbound proxy never saw the request). A request
+        // that did reach an inbound proxy is retried there, next to the
+        // callee, and not here too: attempts do not multiply across the hops
+        // (OPERATIONS.md "Retries"). A POST never goes twice.
+        let replayable =
+            session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated() && client_reused;
         let deadline = ctx.plan.as_ref().and_then(|p| p.local_deadline_ms);
         let failure = super::Failure {
             decided: ctx.error.as_ref(),

@@ -35,6 +35,8 @@ pub enum Tamper {
     AddResponseHeader(String, String),
     /// Send these bytes to the client instead of the response.
     ReplaceResponse(Vec<u8>),
+    /// Pass this many bytes of the response on, then cut both connections.
+    CutResponseAfter(usize),
     /// Set one field of the response's `x-fp` header.
     SetResponseField(&'static str, String),
 }
@@ -172,6 +174,12 @@ fn relay(client: TcpStream, target: SocketAddr, state: &State) -> std::io::Resul
             _ => encode(&rhead, &rbody),
         };
         state.log.lock().unwrap().push(Exchange { request: request.clone(), response: response.clone() });
+        if let Some(Tamper::CutResponseAfter(n)) = &tamper {
+            to_client.write_all(&response[..(*n).min(response.len())])?;
+            let _ = to_client.shutdown(std::net::Shutdown::Both);
+            let _ = to_upstream.shutdown(std::net::Shutdown::Both);
+            return Ok(());
+        }
         to_client.write_all(&response)?;
     }
     Ok(())

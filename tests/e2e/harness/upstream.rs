@@ -39,6 +39,9 @@ pub enum Mode {
     DieAfterRequest,
     /// Read request bodies at most this many bytes per second.
     SlowRead(u64),
+    /// For the next request only: send the response head and this many body
+    /// bytes, then close the connection.
+    DieMidBodyOnce(u64),
 }
 
 #[derive(Default)]
@@ -173,13 +176,23 @@ fn serve(conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
             body_at,
         };
         shared.seen.lock().unwrap().push(seen.clone());
-        let mode = *shared.mode.lock().unwrap();
+        let mode = {
+            let mut m = shared.mode.lock().unwrap();
+            let mode = *m;
+            if let Mode::DieMidBodyOnce(_) = mode {
+                *m = Mode::Normal;
+            }
+            mode
+        };
         if mode == Mode::DieAfterRequest {
             let _ = writer.get_ref().shutdown(std::net::Shutdown::Both);
             return Ok(());
         }
         let server = writer.get_ref().local_addr()?;
-        respond(&mut writer, &seen, mode, server)?;
+        if let Err(e) = respond(&mut writer, &seen, mode, server) {
+            let _ = writer.get_ref().shutdown(std::net::Shutdown::Both);
+            return Err(e);
+        }
         writer.flush()?;
     }
     Ok(())
@@ -242,7 +255,15 @@ fn respond(w: &mut impl Write, seen: &Seen, mode: Mode, server: SocketAddr) -> s
         Some(n) => {
             let mut buf = vec![0u8; 64 * 1024];
             let mut sent = 0u64;
+            let die_at = match mode {
+                Mode::DieMidBodyOnce(at) => at,
+                _ => u64::MAX,
+            };
             while sent < n {
+                if sent >= die_at {
+                    w.flush()?;
+                    return Err(std::io::Error::other("dying mid-body, as asked"));
+                }
                 let take = ((n - sent) as usize).min(buf.len());
                 wire::fill_pattern(&mut buf[..take], sent);
                 if chunked {
