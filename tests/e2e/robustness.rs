@@ -172,3 +172,25 @@ fn a_response_that_dies_mid_body_is_never_retried_nor_spliced() {
     // Whole responses still pass.
     assert_eq!(get_generated(pair.out_addr, 1_000_000), Ok(200));
 }
+
+#[test]
+fn the_deadline_covers_the_response_body() {
+    let pair = Pair::start(Options::default());
+    // 2 MiB in 64 KiB pieces, 100 ms apart (3.2 s), against a 1 s deadline.
+    let start = std::time::Instant::now();
+    let resp = send(
+        pair.out_addr,
+        Request::new("GET", "/token_service/slow-body")
+            .header("x-fp-caller", &caller("aes", "none"))
+            .header("x-fp-timeout-ms", "1000")
+            .header("x-test-response-len", "2097152")
+            .header("x-test-chunk-delay-ms", "100"),
+    );
+    let took = start.elapsed();
+    if let Ok(resp) = &resp {
+        assert!(resp.body_len < 2_097_152, "the whole body came after the deadline");
+    }
+    assert!(took < Duration::from_millis(2500), "cut at the deadline, not at the end: {took:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(pair.outbound.log().contains("error=deadline_exceeded"), "{}", pair.outbound.log());
+}

@@ -326,6 +326,8 @@ impl ProxyHttp for Inbound {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
+        let deadline = ctx.accepted.as_ref().and_then(|a| a.local_deadline_ms);
+        super::check_body_deadline(&mut ctx.error, deadline, end_of_stream)?;
         let Some(sealer) = ctx.reply.as_mut() else { return Ok(None) };
         let mut out = BytesMut::new();
         let mut result = Ok(());

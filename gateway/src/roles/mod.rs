@@ -174,6 +174,17 @@ fn remaining(deadline_ms: Option<u64>) -> Result<Option<Duration>, ProxyError> {
     }
 }
 
+/// Fails a response body still arriving after `deadline_ms`: the deadline
+/// covers the whole exchange, body included (a stalled body is cut earlier,
+/// by the read timeout, which is capped at what was left of the deadline).
+pub fn check_body_deadline(slot: &mut Option<ProxyError>, deadline_ms: Option<u64>, end: bool) -> pingora::Result<()> {
+    if !end && deadline_ms.is_some_and(|d| now_ms() > d) {
+        log::info!(target: "fastproxy::access", "response body cut at the deadline");
+        return Err(fail(slot, ProxyError::DeadlineExceeded));
+    }
+    Ok(())
+}
+
 /// The earlier of the signed deadline and the pool's total timeout.
 pub fn effective_deadline(signed: Option<u64>, pool: &Pool, started_ms: u64) -> Option<u64> {
     let total = pool.total_timeout().map(|t| started_ms.saturating_add(t.as_millis() as u64));

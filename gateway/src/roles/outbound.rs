@@ -259,6 +259,8 @@ impl ProxyHttp for Outbound {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
+        let deadline = ctx.plan.as_ref().and_then(|p| p.local_deadline_ms);
+        super::check_body_deadline(&mut ctx.error, deadline, end_of_stream)?;
         match &mut ctx.reply {
             Reply::Open(opener) => {
                 let mut out = BytesMut::new();

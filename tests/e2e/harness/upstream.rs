@@ -211,6 +211,7 @@ fn respond(w: &mut impl Write, seen: &Seen, mode: Mode, server: SocketAddr) -> s
         _ => h.get("x-test-status").and_then(|v| v.parse().ok()).unwrap_or(200),
     };
     let generated: Option<u64> = h.get("x-test-response-len").and_then(|v| v.parse().ok());
+    let chunk_delay = h.get("x-test-chunk-delay-ms").and_then(|v| v.parse().ok()).map(Duration::from_millis);
     let chunked = h.get("x-test-response-chunked").is_some();
     let body_len = generated.unwrap_or(seen.body.len() as u64);
     let bodyless = seen.method == "HEAD" || status == 204 || status == 304;
@@ -263,6 +264,10 @@ fn respond(w: &mut impl Write, seen: &Seen, mode: Mode, server: SocketAddr) -> s
                 if sent >= die_at {
                     w.flush()?;
                     return Err(std::io::Error::other("dying mid-body, as asked"));
+                }
+                if let (Some(d), true) = (chunk_delay, sent > 0) {
+                    w.flush()?;
+                    std::thread::sleep(d);
                 }
                 let take = ((n - sent) as usize).min(buf.len());
                 wire::fill_pattern(&mut buf[..take], sent);
