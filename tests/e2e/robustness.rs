@@ -194,3 +194,15 @@ fn the_deadline_covers_the_response_body() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(pair.outbound.log().contains("error=deadline_exceeded"), "{}", pair.outbound.log());
 }
+
+#[test]
+fn the_inbound_proxy_closes_after_refusing_an_unverified_request() {
+    let pair = Pair::start(Options::default());
+    let mut conn = TcpStream::connect(pair.in_addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (head, _) = keep_alive_request(&mut conn, "/token_service/x", "nobody");
+    assert_eq!(head.status(), 400, "{head:?}");
+    assert_eq!(head.get("connection").map(str::to_ascii_lowercase).as_deref(), Some("close"), "{head:?}");
+    let mut rest = Vec::new();
+    assert_eq!(conn.read_to_end(&mut rest).map(|_| rest.len()).unwrap_or(0), 0, "closed after the answer");
+}

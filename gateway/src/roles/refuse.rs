@@ -60,6 +60,9 @@ pub async fn respond(
 ) -> pingora::Result<()> {
     let sealed = reply.and_then(|r| seal(err, r, keys, nonces, session.req_header().method.as_str()));
     let Some((value, body)) = sealed else {
+        // Whoever sent a request that does not verify gets no second one on
+        // this connection.
+        session.set_keepalive(None);
         return error::respond(session, Role::Inbound, err).await;
     };
     let mut header = err.response_header(Role::Inbound, body.len())?;
