@@ -206,3 +206,28 @@ fn the_inbound_proxy_closes_after_refusing_an_unverified_request() {
     let mut rest = Vec::new();
     assert_eq!(conn.read_to_end(&mut rest).map(|_| rest.len()).unwrap_or(0), 0, "closed after the answer");
 }
+
+#[test]
+fn retries_of_a_slow_get_stay_within_its_deadline() {
+    use crate::harness::upstream::Mode;
+    // The callee takes 5 s; both pools time a read out in well under a
+    // second and may try 3 times; the app allows 1 s.
+    let pair = Pair::start(Options {
+        pool: "read_timeout: 300ms".into(),
+        outbound_pool: "read_timeout: 400ms".into(),
+        ..Options::default()
+    });
+    pair.callee().set_mode(Mode::Delay(Duration::from_secs(5)));
+    let start = std::time::Instant::now();
+    let resp = send(
+        pair.out_addr,
+        Request::new("GET", "/token_service/slow")
+            .header("x-fp-caller", &caller("aes", "none"))
+            .header("x-fp-timeout-ms", "1000"),
+    )
+    .expect("response");
+    let took = start.elapsed();
+    assert_eq!(resp.status, 504, "{}", resp.text());
+    assert!(took < Duration::from_millis(1600), "the deadline bounds every attempt: {took:?}");
+    assert!(pair.callee().arrivals() <= 3, "{} attempts", pair.callee().arrivals());
+}

@@ -168,7 +168,8 @@ fn outbound_yaml(port: u16, admin: u16, inbound: SocketAddr, o: &Options) -> Str
     }
     y.push_str("  routes:\n    token_service: { upstream: inbound }\n");
     let extra = if o.outbound_pool.is_empty() { String::new() } else { format!(", {}", o.outbound_pool) };
-    y.push_str(&format!("upstreams:\n  inbound: {{ backends: [\"{inbound}\"], read_timeout: 30s{extra} }}\n"));
+    let read = if o.outbound_pool.contains("read_timeout") { "" } else { ", read_timeout: 30s" };
+    y.push_str(&format!("upstreams:\n  inbound: {{ backends: [\"{inbound}\"]{read}{extra} }}\n"));
     y
 }
 
