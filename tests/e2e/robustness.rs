@@ -231,3 +231,20 @@ fn retries_of_a_slow_get_stay_within_its_deadline() {
     assert!(took < Duration::from_millis(1600), "the deadline bounds every attempt: {took:?}");
     assert!(pair.callee().arrivals() <= 3, "{} attempts", pair.callee().arrivals());
 }
+
+#[test]
+fn idle_keep_alive_connections_are_closed() {
+    let pair = Pair::start(Options { idle_timeout: "1s", ..Options::default() });
+    for addr in [pair.out_addr, pair.in_addr] {
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (head, _) = keep_alive_request(&mut conn, "/_fastproxy/health", "x");
+        let start = std::time::Instant::now();
+        assert_eq!(head.get("connection").map(str::to_ascii_lowercase).as_deref(), Some("keep-alive"), "{head:?}");
+        let mut rest = Vec::new();
+        let closed = conn.read_to_end(&mut rest).map(|_| rest.len()).unwrap_or(0);
+        let idle = start.elapsed();
+        assert_eq!(closed, 0, "{addr}: closed without another byte");
+        assert!(idle >= Duration::from_millis(900) && idle < Duration::from_millis(2500), "{addr}: after {idle:?}");
+    }
+}

@@ -50,6 +50,8 @@ pub struct Outbound {
     pub caller_header: String,
     /// Header carrying the caller's timeout in ms (lower case).
     pub timeout_header: String,
+    /// Idle keep-alive timeout of app connections, seconds.
+    pub idle_timeout_s: u64,
     /// Headers of the app's request replaced by the sealed form: the caller
     /// and timeout headers, Content-Length and Content-Type (named once at
     /// load, not per request).
@@ -98,6 +100,8 @@ pub struct Inbound {
     pub listen: Vec<SocketAddr>,
     /// Accepted clock difference, ms.
     pub max_skew_ms: u64,
+    /// Idle keep-alive timeout of peer connections, seconds.
+    pub idle_timeout_s: u64,
     /// Replay cache capacity.
     pub replay_cache: usize,
     /// Where the replay journal lives (`None`: beside the pid file).

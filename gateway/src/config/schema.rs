@@ -76,6 +76,9 @@ pub struct Outbound {
     pub caller_header: Option<String>,
     /// Header carrying the caller's timeout in milliseconds (default `x-fp-timeout-ms`).
     pub timeout_header: Option<String>,
+    /// How long an idle keep-alive connection from an app stays open
+    /// (default 60s).
+    pub idle_timeout: Option<Duration>,
     /// Largest request body accepted from the app (default 64MiB).
     pub max_body: Option<Size>,
     /// Most headers a request from the app may carry (default 100).
@@ -128,6 +131,9 @@ pub struct Inbound {
     pub listen: Vec<String>,
     /// Accepted clock difference either way (default 60s).
     pub max_skew: Option<Duration>,
+    /// How long an idle keep-alive connection from an outbound proxy stays
+    /// open (default 60s).
+    pub idle_timeout: Option<Duration>,
     /// Nonces remembered for replay detection (default 262144).
     pub replay_cache: Option<usize>,
     /// Largest opened request body (default 64MiB).

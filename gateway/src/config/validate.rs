@@ -238,6 +238,17 @@ fn upstream(c: &mut Check, path: &str, u: &schema::Upstream) -> Upstream {
     up
 }
 
+/// An idle keep-alive timeout in whole seconds (default 60, at least 1).
+fn idle_seconds(c: &mut Check, path: &str, d: Option<std::time::Duration>) -> u64 {
+    match d.map_or(60, |d| d.as_secs()) {
+        0 => {
+            c.fail(path, "must be at least 1s");
+            1
+        }
+        s => s,
+    }
+}
+
 fn upstream_ref(c: &mut Check, path: &str, name: &str, ups: &BTreeMap<String, Upstream>) {
     if !ups.contains_key(name) {
         c.fail(path, format!("no upstream named {name:?} in upstreams"));
@@ -315,6 +326,7 @@ fn outbound(
         caller_header,
         timeout_header,
         max_body: o.max_body.map_or(64 * MIB, |s| s.0),
+        idle_timeout_s: idle_seconds(c, "outbound.idle_timeout", o.idle_timeout.map(|d| d.0)),
         max_response_body: o.max_response_body.map_or(64 * MIB, |s| s.0),
         // Below what an inbound proxy (Pingora: 256 headers, 1 MiB) accepts
         // once the protocol header is added.
@@ -442,6 +454,7 @@ fn inbound(
     Inbound {
         listen,
         max_skew_ms,
+        idle_timeout_s: idle_seconds(c, "inbound.idle_timeout", i.idle_timeout.map(|d| d.0)),
         replay_cache: i.replay_cache.unwrap_or(filters::replay::DEFAULT_CAPACITY),
         max_body: i.max_body.map_or(64 * MIB, |s| s.0),
         replay_journal: i.replay_journal.clone(),

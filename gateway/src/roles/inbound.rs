@@ -190,6 +190,8 @@ impl ProxyHttp for Inbound {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let idle = self.shared.load().config.inbound.as_ref().map_or(60, |i| i.idle_timeout_s);
+        session.set_keepalive(Some(idle));
         if let Some(service) = session.req_header().uri.path().strip_prefix(HEALTH_PATH) {
             let service = service.trim_start_matches('/').to_owned();
             self.health(session, &service).await?;

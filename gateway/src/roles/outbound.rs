@@ -132,6 +132,8 @@ impl ProxyHttp for Outbound {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let idle = self.shared.load().config.outbound.as_ref().map_or(60, |o| o.idle_timeout_s);
+        session.set_keepalive(Some(idle));
         let result = match self.plan(session, &mut ctx.known) {
             Ok(plan) => read_small_body(session, &plan).await.map(|small| (plan, small)),
             Err(e) => Err(e),
