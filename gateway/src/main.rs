@@ -11,6 +11,7 @@ mod alloc;
 mod config;
 mod error;
 mod http;
+mod lifecycle;
 mod logging;
 mod metrics;
 mod opened;
@@ -123,8 +124,10 @@ fn run(cli: Cli) -> Result<(), String> {
     let snap = shared.load();
     let rng = ring::rand::SystemRandom::new();
     let nonces = Arc::new(filters::NonceSource::new(&rng).map_err(|e| format!("seeding nonces: {e}"))?);
+    let draining = lifecycle::Draining::default();
+    let mut replay = None;
     if let Some(out) = &snap.config.outbound {
-        let role = roles::outbound::Outbound::new(shared.clone(), metrics.clone(), nonces.clone());
+        let role = roles::outbound::Outbound::new(shared.clone(), metrics.clone(), nonces.clone(), draining.clone());
         add_role(&mut server, "outbound", role, &out.listen);
         if out.dangerous_passthrough {
             log::warn!("outbound.dangerous_passthrough is on: requests leave UNSEALED (benchmarks only)");
@@ -135,16 +138,24 @@ fn run(cli: Cli) -> Result<(), String> {
             Some(path) => path.clone(),
             None => journal_path(&server.configuration.pid_file),
         };
-        let replay = replay_state::ReplayState::open(&journal, inb.max_skew_ms, inb.replay_cache)?;
-        let handover = replay_state::Handover::new(replay.clone(), server.watch_execution_phase());
-        server.add_service(pingora::services::background::background_service("replay handover", handover));
+        let state = replay_state::ReplayState::open(&journal, inb.max_skew_ms, inb.replay_cache)?;
+        replay = Some(state.clone());
         let opened = opened::OpenBudget::new(inb.max_opened_buffer);
-        let role = roles::inbound::Inbound::new(shared.clone(), replay, opened, metrics.clone(), nonces.clone());
+        let role = roles::inbound::Inbound::new(
+            shared.clone(),
+            state,
+            opened,
+            metrics.clone(),
+            nonces.clone(),
+            draining.clone(),
+        );
         add_role(&mut server, "inbound", role, &inb.listen);
         if inb.dangerous_passthrough {
             log::warn!("inbound.dangerous_passthrough is on: requests are NOT verified (benchmarks only)");
         }
     }
+    let watch = lifecycle::Lifecycle::new(draining, replay, server.watch_execution_phase());
+    server.add_service(pingora::services::background::background_service("lifecycle", watch));
     if let Some(listen) = &snap.config.admin {
         let mut svc =
             pingora::services::listening::Service::new("fastproxy admin".to_owned(), admin::server(shared.clone()));

@@ -27,11 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use filters::{Nonce, ReplayGuard};
-use pingora::server::{ExecutionPhase, ShutdownWatch};
-use pingora::services::background::BackgroundService;
-use tokio::sync::broadcast;
 
 use crate::http::now_ms;
 
@@ -303,7 +299,7 @@ impl ReplayState {
     }
 
     /// Once the replaced process is gone, stops journaling.
-    fn check_previous(&self) {
+    pub fn check_previous(&self) {
         let mut inner = self.lock();
         let Some(p) = inner.previous else { return };
         if alive(p) || inner.sealed {
@@ -319,44 +315,5 @@ impl ReplayState {
         inner.previous = None;
         self.shared.store(false, Ordering::Release);
         log::info!(target: "fastproxy::replay", "inbound process {p} is gone: replay journal no longer shared");
-    }
-}
-
-/// Seals the cache when the process starts to stop or hand over, and notices
-/// when the process it replaced is gone.
-pub struct Handover {
-    state: Arc<ReplayState>,
-    phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
-}
-
-impl Handover {
-    /// Watches `phases` (from `Server::watch_execution_phase`) for `state`.
-    pub fn new(state: Arc<ReplayState>, phases: broadcast::Receiver<ExecutionPhase>) -> Self {
-        Handover { state, phases: Mutex::new(Some(phases)) }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for Handover {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let Some(mut phases) = phases else { return };
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        loop {
-            tokio::select! {
-                phase = phases.recv() => match phase {
-                    Ok(ExecutionPhase::GracefulUpgradeTransferringFds | ExecutionPhase::GracefulTerminate) => {
-                        self.state.seal()
-                    }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                _ = shutdown.changed() => {
-                    self.state.seal();
-                    return;
-                }
-                _ = tick.tick() => self.state.check_previous(),
-            }
-        }
     }
 }

@@ -31,6 +31,7 @@ use super::{hex_prefix, Attempts, WIRE};
 use crate::config::Name;
 use crate::error::{to_pingora, ProxyError, Role};
 use crate::http::{self as h, now_ms};
+use crate::lifecycle::Draining;
 use crate::metrics::Metrics;
 use crate::opened::OpenBudget;
 use crate::policy::Denial;
@@ -58,21 +59,23 @@ pub struct Inbound {
     opened: OpenBudget,
     metrics: Arc<Metrics>,
     nonces: Arc<NonceSource>,
+    draining: Draining,
 }
 
 impl Inbound {
     /// A proxy reading its config from `shared`, remembering nonces in `replay`
     /// (kept across config reloads so a reload never re-opens the window),
     /// holding opened plaintext within `opened`, drawing response nonces from
-    /// `nonces`.
+    /// `nonces`, closing connections after each response once `draining`.
     pub fn new(
         shared: Shared,
         replay: Arc<ReplayState>,
         opened: OpenBudget,
         metrics: Arc<Metrics>,
         nonces: Arc<NonceSource>,
+        draining: Draining,
     ) -> Self {
-        Inbound { shared, replay, opened, metrics, nonces }
+        Inbound { shared, replay, opened, metrics, nonces, draining }
     }
 }
 
@@ -191,7 +194,8 @@ impl ProxyHttp for Inbound {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let idle = self.shared.load().config.inbound.as_ref().map_or(60, |i| i.idle_timeout_s);
-        session.set_keepalive(Some(idle));
+        // While draining, every answer closes its connection.
+        session.set_keepalive((!self.draining.is_on()).then_some(idle));
         if let Some(service) = session.req_header().uri.path().strip_prefix(HEALTH_PATH) {
             let service = service.trim_start_matches('/').to_owned();
             self.health(session, &service).await?;
@@ -319,6 +323,13 @@ impl ProxyHttp for Inbound {
     ) -> Result<()> {
         ctx.attempts.responded(resp.status.as_u16());
         self.seal_response(session, resp, ctx).map_err(|e| super::fail(&mut ctx.error, e))
+    }
+
+    async fn response_filter(&self, session: &mut Session, _resp: &mut ResponseHeader, _ctx: &mut Ctx) -> Result<()> {
+        if self.draining.is_on() {
+            session.set_keepalive(None);
+        }
+        Ok(())
     }
 
     fn response_body_filter(

@@ -26,6 +26,7 @@ use super::{hex_prefix, Attempts, WIRE};
 use crate::config::{Name, Seal};
 use crate::error::{self, to_pingora, ProxyError, Role, ERROR_CODE, ERROR_SOURCE};
 use crate::http::{self as h, now_ms};
+use crate::lifecycle::Draining;
 use crate::metrics::Metrics;
 use crate::pools::Pool;
 use crate::state::{Shared, Snapshot};
@@ -40,13 +41,15 @@ pub struct Outbound {
     shared: Shared,
     metrics: Arc<Metrics>,
     nonces: Arc<NonceSource>,
+    draining: Draining,
 }
 
 impl Outbound {
     /// A proxy reading its config from `shared`, counting into `metrics`,
-    /// drawing request nonces from `nonces`.
-    pub fn new(shared: Shared, metrics: Arc<Metrics>, nonces: Arc<NonceSource>) -> Self {
-        Outbound { shared, metrics, nonces }
+    /// drawing request nonces from `nonces`, closing connections after each
+    /// response once `draining`.
+    pub fn new(shared: Shared, metrics: Arc<Metrics>, nonces: Arc<NonceSource>, draining: Draining) -> Self {
+        Outbound { shared, metrics, nonces, draining }
     }
 }
 
@@ -133,7 +136,8 @@ impl ProxyHttp for Outbound {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let idle = self.shared.load().config.outbound.as_ref().map_or(60, |o| o.idle_timeout_s);
-        session.set_keepalive(Some(idle));
+        // While draining, every answer closes its connection.
+        session.set_keepalive((!self.draining.is_on()).then_some(idle));
         let result = match self.plan(session, &mut ctx.known) {
             Ok(plan) => read_small_body(session, &plan).await.map(|small| (plan, small)),
             Err(e) => Err(e),
@@ -252,6 +256,13 @@ impl ProxyHttp for Outbound {
     ) -> Result<()> {
         ctx.attempts.responded(resp.status.as_u16());
         self.open_response(session, resp, ctx).map_err(|e| super::fail(&mut ctx.error, e))
+    }
+
+    async fn response_filter(&self, session: &mut Session, _resp: &mut ResponseHeader, _ctx: &mut Ctx) -> Result<()> {
+        if self.draining.is_on() {
+            session.set_keepalive(None);
+        }
+        Ok(())
     }
 
     fn response_body_filter(

@@ -110,3 +110,69 @@ pub fn send(addr: SocketAddr, req: Request) -> std::io::Result<Response> {
     })?;
     Ok(Response { status: head.status(), head, body, body_len: len, body_sha: digest.hex() })
 }
+
+/// A client on one keep-alive connection, as a browser or wrk keeps one: it
+/// opens a new connection only when the server closed the last one after a
+/// response (`Connection: close`), and never sends a request twice. A request
+/// that gets no complete response is an error.
+pub struct KeepAlive {
+    addr: SocketAddr,
+    conn: Option<(BufWriter<TcpStream>, BufReader<TcpStream>)>,
+    /// Connections opened so far.
+    pub connects: usize,
+}
+
+impl KeepAlive {
+    pub fn new(addr: SocketAddr) -> Self {
+        KeepAlive { addr, conn: None, connects: 0 }
+    }
+
+    /// Sends `method target` with `headers` and `body`; the status.
+    pub fn request(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<u16, String> {
+        if self.conn.is_none() {
+            let conn =
+                TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
+            conn.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+            conn.set_nodelay(true).map_err(|e| e.to_string())?;
+            let r = BufReader::new(conn.try_clone().map_err(|e| e.to_string())?);
+            self.conn = Some((BufWriter::new(conn), r));
+            self.connects += 1;
+        }
+        let result = self.exchange(method, target, headers, body);
+        match &result {
+            Ok((_, true)) | Err(_) => self.conn = None,
+            Ok((_, false)) => {}
+        }
+        result.map(|(status, _)| status)
+    }
+
+    fn exchange(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u16, bool), String> {
+        let (w, r) = self.conn.as_mut().ok_or("no connection")?;
+        let mut head = format!("{method} {target} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n", body.len());
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        w.write_all(head.as_bytes())
+            .and_then(|_| w.write_all(body))
+            .and_then(|_| w.flush())
+            .map_err(|e| format!("send: {e}"))?;
+        let resp = wire::read_head(r).map_err(|e| format!("response head: {e}"))?.ok_or("closed without a response")?;
+        wire::read_body(r, wire::response_framing(&resp, method), &mut |_| {})
+            .map_err(|e| format!("response body: {e}"))?;
+        let close = resp.get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        Ok((resp.status(), close))
+    }
+}
