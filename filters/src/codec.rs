@@ -116,7 +116,11 @@ pub const MAX_WINDOW_LOG: u32 = 18;
 /// More than `limit` bytes of output is [`Error::TooLarge`]; anything that does
 /// not decode, asks for a window over 2^[`MAX_WINDOW_LOG`], or is followed by
 /// trailing bytes is [`Error::BadCodec`].
-pub(crate) fn decompress(codec: Codec, input: &[u8], limit: usize, out: &mut bytes::BytesMut) -> Result<()> {
+///
+/// Public for fuzzing and for checking other implementations' records; the
+/// [`crate::Opener`] calls it for every COMPRESSED record after its tag
+/// verified.
+pub fn decompress(codec: Codec, input: &[u8], limit: usize, out: &mut bytes::BytesMut) -> Result<()> {
     let hint = input.len().saturating_mul(4);
     match codec {
         Codec::None => Err(Error::BadCodec),
