@@ -29,12 +29,7 @@ while getopts "d:r:t:" opt; do
     esac
 done
 
-for tool in wrk nginx; do
-    if ! command -v "$tool" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$tool" ]; then
-        echo "== installing $tool"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null
-    fi
-done
+scripts/deps.sh --bench
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 echo "== building (release)"

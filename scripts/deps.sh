@@ -4,10 +4,15 @@
 # scripts/test.sh, scripts/demo.sh and .ci/run; does nothing when all are there.
 #   cmake: Pingora's zlib-ng (libz-ng-sys) is built with it.
 #   curl:  the demo talks to the proxy with it.
-#   rustfmt, clippy: the lint steps of .ci/run.
+#   rustfmt, clippy: the lint steps of .ci/run (with --lint).
+#   wrk, nginx: the load and the origin of the benchmarks (with --bench).
 set -euo pipefail
 
 packages=(cmake curl)
+# --bench: the load tools of scripts/bench.sh and scripts/faults.sh too.
+for arg in "$@"; do
+    [ "$arg" = "--bench" ] && packages+=(wrk nginx)
+done
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,7 +24,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
-if [ "${1:-}" = "--lint" ]; then
+if [[ " $* " == *" --lint "* ]]; then
     cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
     cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 fi
