@@ -14,7 +14,8 @@
 //!   until that process is gone both journal every nonce they accept, under a
 //!   file lock, each reading the other's first: a nonce is accepted once
 //!   across both. If the previous process died without sealing (a crash,
-//!   SIGKILL), everything timestamped up to the start is refused as stale.
+//!   SIGKILL), or there is no journal at all (a first start, a reboot that
+//!   wiped it), everything timestamped up to the start is refused as stale.
 //! - With no other process alive, nothing is journaled per request.
 //!
 //! Record: kind (1) · 0 (3) · pid (u32) · a (u64) · b (u64), little-endian.
@@ -169,6 +170,11 @@ impl ReplayState {
         }
         let keys = [u64_at(&header, 8), u64_at(&header, 16)];
         let guard = ReplayGuard::with_keys(skew_ms, capacity, keys);
+        if !valid {
+            // No journal: a first start, or one lost (a reboot wiped /run, a
+            // new path). Nothing accepted before may pass either way.
+            guard.raise_floor(now_ms());
+        }
         let mut journal = Journal { file, read_to: HEADER_LEN };
         let mut peers = Peers::default();
         journal.catch_up(&guard, &mut peers).map_err(|e| fail("read", e))?;
