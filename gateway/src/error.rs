@@ -56,6 +56,9 @@ pub enum ProxyError {
     BodyTooLarge,
     /// The request head has more or larger headers than this proxy accepts.
     HeadersTooLarge,
+    /// The client stopped sending its request body for longer than the body
+    /// timeout.
+    RequestTimeout,
     /// The caller's deadline passed.
     DeadlineExceeded,
     /// The pool has no backend to try.
@@ -112,6 +115,7 @@ impl ProxyError {
             ProxyError::Denied(_) => 403,
             ProxyError::BodyTooLarge => 413,
             ProxyError::HeadersTooLarge => 431,
+            ProxyError::RequestTimeout => 408,
             ProxyError::DeadlineExceeded | ProxyError::UpstreamTimeout => 504,
             ProxyError::NoHealthyUpstream | ProxyError::PoolOverloaded => 503,
             ProxyError::Internal => 500,
@@ -132,6 +136,7 @@ impl ProxyError {
                 | ProxyError::Denied(_)
                 | ProxyError::BodyTooLarge
                 | ProxyError::HeadersTooLarge
+                | ProxyError::RequestTimeout
         )
     }
 
@@ -159,6 +164,7 @@ impl ProxyError {
             ProxyError::Denied(Denial::RateLimited(_)) => "rate_limited",
             ProxyError::BodyTooLarge => "body_too_large",
             ProxyError::HeadersTooLarge => "headers_too_large",
+            ProxyError::RequestTimeout => "request_timeout",
             ProxyError::DeadlineExceeded => "deadline_exceeded",
             ProxyError::NoHealthyUpstream => "no_healthy_upstream",
             ProxyError::PoolOverloaded => "pool_overloaded",
@@ -187,6 +193,7 @@ impl ProxyError {
             ProxyError::Denied(Denial::RateLimited(_)) => Cow::Borrowed("rate limit exceeded"),
             ProxyError::BodyTooLarge => Cow::Borrowed("body exceeds the size limit"),
             ProxyError::HeadersTooLarge => Cow::Borrowed("too many or too large request headers"),
+            ProxyError::RequestTimeout => Cow::Borrowed("the request body stopped arriving"),
             ProxyError::DeadlineExceeded => Cow::Borrowed("the caller's deadline passed"),
             ProxyError::NoHealthyUpstream => Cow::Borrowed("no upstream backend available"),
             ProxyError::PoolOverloaded => Cow::Borrowed("too many requests in flight to this upstream"),

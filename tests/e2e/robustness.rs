@@ -248,3 +248,34 @@ fn idle_keep_alive_connections_are_closed() {
         assert!(idle >= Duration::from_millis(900) && idle < Duration::from_millis(2500), "{addr}: after {idle:?}");
     }
 }
+
+#[test]
+fn a_request_body_that_stops_arriving_is_timed_out() {
+    let pair = Pair::start(Options { body_timeout: "1s", ..Options::default() });
+    let who = caller("aes", "none");
+    let body = vec![b'x'; 200_000];
+    let sealed = crate::harness::seal::seal(&crate::harness::seal::Hand::new("POST", "/upload", &who).body(&body));
+    let app =
+        format!("POST /token_service/upload HTTP/1.1\r\nhost: x\r\nx-fp-caller: {who}\r\ncontent-length: 1000\r\n\r\n");
+    let peer = format!(
+        "POST {} HTTP/1.1\r\nhost: x\r\nx-fp: {}\r\ncontent-length: {}\r\n\r\n",
+        sealed.target,
+        sealed.header,
+        sealed.body.len()
+    );
+    for (addr, head, part) in [(pair.out_addr, app, &b"0123456789"[..]), (pair.in_addr, peer, &sealed.body[..70_000])] {
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        conn.write_all(head.as_bytes()).unwrap();
+        conn.write_all(part).unwrap();
+        let start = std::time::Instant::now();
+        let mut answer = Vec::new();
+        let _ = conn.read_to_end(&mut answer);
+        let took = start.elapsed();
+        let text = String::from_utf8_lossy(&answer);
+        eprintln!("{addr}: {took:?}: {}", text.lines().next().unwrap_or("(closed)"));
+        assert!(took >= Duration::from_millis(900), "{addr}: answered before the body timeout: {text}");
+        assert!(took < Duration::from_millis(2500), "{addr}: the stalled body held the connection {took:?}");
+        assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{addr}: {text}");
+    }
+}

@@ -52,6 +52,8 @@ pub struct Outbound {
     pub timeout_header: String,
     /// Idle keep-alive timeout of app connections, seconds.
     pub idle_timeout_s: u64,
+    /// Longest wait for the next piece of a request body.
+    pub body_timeout: std::time::Duration,
     /// Headers of the app's request replaced by the sealed form: the caller
     /// and timeout headers, Content-Length and Content-Type (named once at
     /// load, not per request).
@@ -102,6 +104,8 @@ pub struct Inbound {
     pub max_skew_ms: u64,
     /// Idle keep-alive timeout of peer connections, seconds.
     pub idle_timeout_s: u64,
+    /// Longest wait for the next piece of a request body.
+    pub body_timeout: std::time::Duration,
     /// Replay cache capacity.
     pub replay_cache: usize,
     /// Where the replay journal lives (`None`: beside the pid file).

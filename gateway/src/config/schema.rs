@@ -79,6 +79,8 @@ pub struct Outbound {
     /// How long an idle keep-alive connection from an app stays open
     /// (default 60s).
     pub idle_timeout: Option<Duration>,
+    /// Longest wait for the next piece of a request body (default 60s).
+    pub body_timeout: Option<Duration>,
     /// Largest request body accepted from the app (default 64MiB).
     pub max_body: Option<Size>,
     /// Most headers a request from the app may carry (default 100).
@@ -134,6 +136,8 @@ pub struct Inbound {
     /// How long an idle keep-alive connection from an outbound proxy stays
     /// open (default 60s).
     pub idle_timeout: Option<Duration>,
+    /// Longest wait for the next piece of a request body (default 60s).
+    pub body_timeout: Option<Duration>,
     /// Nonces remembered for replay detection (default 262144).
     pub replay_cache: Option<usize>,
     /// Largest opened request body (default 64MiB).

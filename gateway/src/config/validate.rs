@@ -249,6 +249,15 @@ fn idle_seconds(c: &mut Check, path: &str, d: Option<std::time::Duration>) -> u6
     }
 }
 
+/// The longest wait for a piece of a request body (default 60 s, not zero).
+fn body_wait(c: &mut Check, path: &str, d: Option<std::time::Duration>) -> std::time::Duration {
+    let d = d.unwrap_or(std::time::Duration::from_secs(60));
+    if d.is_zero() {
+        c.fail(path, "must be greater than zero");
+    }
+    d
+}
+
 fn upstream_ref(c: &mut Check, path: &str, name: &str, ups: &BTreeMap<String, Upstream>) {
     if !ups.contains_key(name) {
         c.fail(path, format!("no upstream named {name:?} in upstreams"));
@@ -327,6 +336,7 @@ fn outbound(
         timeout_header,
         max_body: o.max_body.map_or(64 * MIB, |s| s.0),
         idle_timeout_s: idle_seconds(c, "outbound.idle_timeout", o.idle_timeout.map(|d| d.0)),
+        body_timeout: body_wait(c, "outbound.body_timeout", o.body_timeout.map(|d| d.0)),
         max_response_body: o.max_response_body.map_or(64 * MIB, |s| s.0),
         // Below what an inbound proxy (Pingora: 256 headers, 1 MiB) accepts
         // once the protocol header is added.
@@ -455,6 +465,7 @@ fn inbound(
         listen,
         max_skew_ms,
         idle_timeout_s: idle_seconds(c, "inbound.idle_timeout", i.idle_timeout.map(|d| d.0)),
+        body_timeout: body_wait(c, "inbound.body_timeout", i.body_timeout.map(|d| d.0)),
         replay_cache: i.replay_cache.unwrap_or(filters::replay::DEFAULT_CAPACITY),
         max_body: i.max_body.map_or(64 * MIB, |s| s.0),
         replay_journal: i.replay_journal.clone(),

@@ -193,9 +193,9 @@ impl ProxyHttp for Inbound {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let idle = self.shared.load().config.inbound.as_ref().map_or(60, |i| i.idle_timeout_s);
-        // While draining, every answer closes its connection.
-        session.set_keepalive((!self.draining.is_on()).then_some(idle));
+        if let Some(inb) = self.shared.load().config.inbound.as_ref() {
+            super::connection_timeouts(session, self.draining.is_on(), inb.idle_timeout_s, inb.body_timeout);
+        }
         if let Some(service) = session.req_header().uri.path().strip_prefix(HEALTH_PATH) {
             let service = service.trim_start_matches('/').to_owned();
             self.health(session, &service).await?;

@@ -174,6 +174,14 @@ fn remaining(deadline_ms: Option<u64>) -> Result<Option<Duration>, ProxyError> {
     }
 }
 
+/// Sets a downstream connection's timeouts for this request: `idle_s` for
+/// the wait for the next request (none while draining: the connection closes
+/// after this answer), `body` for each wait for request body bytes.
+pub fn connection_timeouts(session: &mut Session, draining: bool, idle_s: u64, body: Duration) {
+    session.set_keepalive((!draining).then_some(idle_s));
+    session.as_mut().set_read_timeout(Some(body));
+}
+
 /// Fails a response body still arriving after `deadline_ms`: the deadline
 /// covers the whole exchange, body included (a stalled body is cut earlier,
 /// by the read timeout, which is capped at what was left of the deadline).
@@ -219,6 +227,9 @@ pub fn classify(decided: Option<&ProxyError>, e: &Error, deadline_ms: Option<u64
     }
     if deadline_ms.is_some_and(|d| now_ms() >= d) && e.esource() == &ErrorSource::Upstream {
         return Some(ProxyError::DeadlineExceeded);
+    }
+    if e.esource() == &ErrorSource::Downstream && e.etype() == &ErrorType::ReadTimedout {
+        return Some(ProxyError::RequestTimeout);
     }
     Some(match e.etype() {
         ErrorType::ConnectTimedout

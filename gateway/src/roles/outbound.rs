@@ -135,9 +135,9 @@ impl ProxyHttp for Outbound {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let idle = self.shared.load().config.outbound.as_ref().map_or(60, |o| o.idle_timeout_s);
-        // While draining, every answer closes its connection.
-        session.set_keepalive((!self.draining.is_on()).then_some(idle));
+        if let Some(out) = self.shared.load().config.outbound.as_ref() {
+            super::connection_timeouts(session, self.draining.is_on(), out.idle_timeout_s, out.body_timeout);
+        }
         let result = match self.plan(session, &mut ctx.known) {
             Ok(plan) => read_small_body(session, &plan).await.map(|small| (plan, small)),
             Err(e) => Err(e),

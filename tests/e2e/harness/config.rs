@@ -39,6 +39,8 @@ pub struct Options {
     pub rust_log: &'static str,
     /// Both proxies' `idle_timeout`.
     pub idle_timeout: &'static str,
+    /// Both proxies' `body_timeout`.
+    pub body_timeout: &'static str,
 }
 
 impl Default for Options {
@@ -54,6 +56,7 @@ impl Default for Options {
             outbound_pool: String::new(),
             rust_log: "info",
             idle_timeout: "60s",
+            body_timeout: "60s",
         }
     }
 }
@@ -156,8 +159,8 @@ fn outbound_yaml(port: u16, admin: u16, inbound: SocketAddr, o: &Options) -> Str
     let mut y = keys_yaml(true);
     y.push_str(&format!("admin:\n  listen: [\"127.0.0.1:{admin}\"]\n"));
     y.push_str(&format!(
-        "outbound:\n  listen: [\"127.0.0.1:{port}\"]\n  idle_timeout: {}\n  max_body: {}\n  max_response_body: 256MiB\n  callers:\n",
-        o.idle_timeout, o.outbound_max_body
+        "outbound:\n  listen: [\"127.0.0.1:{port}\"]\n  idle_timeout: {}\n  body_timeout: {}\n  max_body: {}\n  max_response_body: 256MiB\n  callers:\n",
+        o.idle_timeout, o.body_timeout, o.outbound_max_body
     ));
     for (alg, key) in ALGS {
         for codec in CODECS {
@@ -180,8 +183,8 @@ fn inbound_yaml(port: u16, admin: u16, backends: &str, o: &Options) -> String {
     let mut y = keys_yaml(false);
     y.push_str(&format!("admin:\n  listen: [\"127.0.0.1:{admin}\"]\n"));
     y.push_str(&format!(
-        "inbound:\n  listen: [\"127.0.0.1:{port}\"]\n  idle_timeout: {}\n  max_skew: {}\n  max_body: {}\n  services:\n    token_service: {{ upstream: callee }}\n  callers:\n",
-        o.idle_timeout, o.max_skew, o.inbound_max_body
+        "inbound:\n  listen: [\"127.0.0.1:{port}\"]\n  idle_timeout: {}\n  body_timeout: {}\n  max_skew: {}\n  max_body: {}\n  services:\n    token_service: {{ upstream: callee }}\n  callers:\n",
+        o.idle_timeout, o.body_timeout, o.max_skew, o.inbound_max_body
     ));
     let any = "[{ service: token_service, path_prefix: /, methods: [\"*\"] }]";
     for (alg, _) in ALGS {
