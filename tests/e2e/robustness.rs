@@ -275,7 +275,9 @@ fn a_request_body_that_stops_arriving_is_timed_out() {
         let text = String::from_utf8_lossy(&answer);
         eprintln!("{addr}: {took:?}: {}", text.lines().next().unwrap_or("(closed)"));
         assert!(took >= Duration::from_millis(900), "{addr}: answered before the body timeout: {text}");
-        assert!(took < Duration::from_millis(2500), "{addr}: the stalled body held the connection {took:?}");
+        // Through the outbound proxy, the inbound proxy's own body timeout may
+        // answer (its 408 passes through): within two timeouts either way.
+        assert!(took < Duration::from_millis(3500), "{addr}: the stalled body held the connection {took:?}");
         assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{addr}: {text}");
     }
 }

@@ -690,5 +690,8 @@ async fn verify_small_body(
 
 /// The next piece of the request body.
 async fn read_body_chunk(session: &mut Session) -> Result<Option<Bytes>, ProxyError> {
-    session.read_request_body().await.map_err(|_| ProxyError::BadRequest("request body read failed"))
+    session.read_request_body().await.map_err(|e| match e.etype() {
+        pingora::ErrorType::ReadTimedout => ProxyError::RequestTimeout,
+        _ => ProxyError::BadRequest("request body read failed"),
+    })
 }

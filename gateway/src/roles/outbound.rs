@@ -572,9 +572,10 @@ async fn read_small_body(session: &mut Session, plan: &Plan) -> Result<Option<By
     }
     session.as_mut().enable_retry_buffering();
     let mut buf = BytesMut::with_capacity(len as usize);
-    while let Some(chunk) =
-        session.read_request_body().await.map_err(|_| ProxyError::BadRequest("request body read failed"))?
-    {
+    while let Some(chunk) = session.read_request_body().await.map_err(|e| match e.etype() {
+        pingora::ErrorType::ReadTimedout => ProxyError::RequestTimeout,
+        _ => ProxyError::BadRequest("request body read failed"),
+    })? {
         buf.extend_from_slice(&chunk);
         if buf.len() as u64 > len {
             return Err(ProxyError::BadRequest("request body longer than its Content-Length"));
