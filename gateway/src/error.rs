@@ -232,6 +232,13 @@ impl ProxyError {
 pub async fn respond(session: &mut Session, role: Role, err: &ProxyError) -> pingora::Result<()> {
     let body = err.body();
     let header = err.response_header(role, body.len())?;
+    write(session, header, body).await
+}
+
+/// Writes an error answer (`header`, then `body` unless the request is a
+/// HEAD), closing the connection after it when the request body may be
+/// unread (so no leftover bytes are taken for the next request).
+pub async fn write(session: &mut Session, header: ResponseHeader, body: Bytes) -> pingora::Result<()> {
     if !session.is_body_done() {
         session.set_keepalive(None);
     }

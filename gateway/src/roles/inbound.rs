@@ -256,12 +256,7 @@ impl ProxyHttp for Inbound {
         let replayable =
             session.req_header().method.is_idempotent() && rewindable && !session.as_ref().retry_buffer_truncated();
         let deadline = ctx.accepted.as_ref().and_then(|a| a.local_deadline_ms);
-        let failure = super::Failure {
-            decided: ctx.error.as_ref(),
-            replayable,
-            reused: client_reused,
-            response_started: session.response_written().is_some(),
-        };
+        let failure = super::Failure::new(session, ctx.error.as_ref(), replayable, client_reused);
         ctx.attempts.failed_after_send(e, failure, deadline)
     }
 

@@ -164,6 +164,14 @@ pub struct Failure<'a> {
     pub response_started: bool,
 }
 
+impl<'a> Failure<'a> {
+    /// A failed attempt of `session`'s request; `decided` is the error a hook
+    /// of this proxy already chose.
+    pub fn new(session: &Session, decided: Option<&'a ProxyError>, replayable: bool, reused: bool) -> Self {
+        Failure { decided, replayable, reused, response_started: session.response_written().is_some() }
+    }
+}
+
 fn remaining(deadline_ms: Option<u64>) -> Result<Option<Duration>, ProxyError> {
     match deadline_ms {
         Some(d) => match d.checked_sub(now_ms()) {

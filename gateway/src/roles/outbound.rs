@@ -185,12 +185,7 @@ impl ProxyHttp for Outbound {
         let replayable =
             session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated() && client_reused;
         let deadline = ctx.plan.as_ref().and_then(|p| p.local_deadline_ms);
-        let failure = super::Failure {
-            decided: ctx.error.as_ref(),
-            replayable,
-            reused: client_reused,
-            response_started: session.response_written().is_some(),
-        };
+        let failure = super::Failure::new(session, ctx.error.as_ref(), replayable, client_reused);
         ctx.attempts.failed_after_send(e, failure, deadline)
     }
 

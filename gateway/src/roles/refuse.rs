@@ -68,15 +68,7 @@ pub async fn respond(
     let mut header = err.response_header(Role::Inbound, body.len())?;
     header.insert_header(HEADER, value)?;
     header.insert_header("content-type", h::SEALED_CONTENT_TYPE)?;
-    if !session.is_body_done() {
-        session.set_keepalive(None);
-    }
-    let head_only = session.req_header().method == pingora::http::Method::HEAD;
-    session.write_response_header(Box::new(header), head_only).await?;
-    if !head_only {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
+    error::write(session, header, body).await
 }
 
 /// The `x-fp` value and sealed body of a signed refusal.
