@@ -5,13 +5,14 @@
 #   cmake: Pingora's zlib-ng (libz-ng-sys) is built with it.
 #   curl:  the demo talks to the proxy with it.
 #   rustfmt, clippy: the lint steps of .ci/run (with --lint).
-#   wrk, nginx: the load and the origin of the benchmarks (with --bench).
+#   wrk, nginx: the load and the origin of the benchmarks (with --bench);
+#   python3: the hostile clients of scripts/faults.sh (scripts/attack.py).
 set -euo pipefail
 
 packages=(cmake curl)
 # --bench: the load tools of scripts/bench.sh and scripts/faults.sh too.
 for arg in "$@"; do
-    [ "$arg" = "--bench" ] && packages+=(wrk nginx)
+    [ "$arg" = "--bench" ] && packages+=(wrk nginx python3)
 done
 missing=()
 for p in "${packages[@]}"; do

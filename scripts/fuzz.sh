@@ -8,6 +8,7 @@
 #               never panics
 #   decompress  each decompressor (snappy, gzip, brotli, zstd) under its
 #               limits: never more than the limit, output untouched on error
+#   config      the config loader on any text: never a panic or a hang
 # Each run starts from the checked-in seeds (fuzz/corpus/<target>) and works
 # in a temporary directory, so the repository does not change.
 #
@@ -27,7 +28,7 @@ while getopts "t:" opt; do
 done
 shift $((OPTIND - 1))
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(envelope opener decompress)
+[ "${#targets[@]}" -gt 0 ] || targets=(envelope opener decompress config)
 
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 # cargo-fuzz passes nightly flags (-Zsanitizer=address); the stable toolchain
@@ -39,7 +40,7 @@ printf '%-12s %12s %10s %8s\n' target executions coverage seconds
 for t in "${targets[@]}"; do
     work=$(mktemp -d)
     log=$(mktemp)
-    if ! cargo fuzz run -O "$t" "$work" "corpus/$t" -- -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
+    if ! cargo fuzz run -O "$t" "$work" "corpus/$t" -- -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1 </dev/null; then
         tail -40 "$log"
         echo "fuzz target $t failed" >&2
         exit 1

@@ -65,6 +65,8 @@ pub enum ProxyError {
     NoHealthyUpstream,
     /// The pool is at its in-flight limit.
     PoolOverloaded,
+    /// The listener is at its connection cap (`max_connections`).
+    TooManyConnections,
     /// Connecting to or talking with the upstream failed.
     UpstreamFailed,
     /// The upstream did not answer in time.
@@ -117,7 +119,7 @@ impl ProxyError {
             ProxyError::HeadersTooLarge => 431,
             ProxyError::RequestTimeout => 408,
             ProxyError::DeadlineExceeded | ProxyError::UpstreamTimeout => 504,
-            ProxyError::NoHealthyUpstream | ProxyError::PoolOverloaded => 503,
+            ProxyError::NoHealthyUpstream | ProxyError::PoolOverloaded | ProxyError::TooManyConnections => 503,
             ProxyError::Internal => 500,
         }
     }
@@ -168,6 +170,7 @@ impl ProxyError {
             ProxyError::DeadlineExceeded => "deadline_exceeded",
             ProxyError::NoHealthyUpstream => "no_healthy_upstream",
             ProxyError::PoolOverloaded => "pool_overloaded",
+            ProxyError::TooManyConnections => "too_many_connections",
             ProxyError::UpstreamFailed => "upstream_failed",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UnsealedResponse => "unsealed_response",
@@ -197,6 +200,7 @@ impl ProxyError {
             ProxyError::DeadlineExceeded => Cow::Borrowed("the caller's deadline passed"),
             ProxyError::NoHealthyUpstream => Cow::Borrowed("no upstream backend available"),
             ProxyError::PoolOverloaded => Cow::Borrowed("too many requests in flight to this upstream"),
+            ProxyError::TooManyConnections => Cow::Borrowed("this proxy has as many connections open as it allows"),
             ProxyError::UpstreamFailed => Cow::Borrowed("upstream connection failed"),
             ProxyError::UpstreamTimeout => Cow::Borrowed("upstream did not answer in time"),
             ProxyError::UnsealedResponse => Cow::Borrowed("the inbound proxy sent an unsealed response"),
@@ -220,10 +224,40 @@ impl ProxyError {
         h.insert_header("content-length", body_len.to_string())?;
         h.insert_header(ERROR_SOURCE, role.name())?;
         h.insert_header(ERROR_CODE, self.code())?;
-        if let ProxyError::Denied(Denial::RateLimited(secs)) = self {
+        if let Some(secs) = self.retry_after() {
             h.insert_header("retry-after", secs.to_string())?;
         }
         Ok(h)
+    }
+
+    /// Seconds the client should wait before trying again, when that is known.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ProxyError::Denied(Denial::RateLimited(secs)) => Some(*secs),
+            ProxyError::TooManyConnections => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The whole error response as HTTP/1.1 bytes, closing the connection: for
+    /// answers written before any request is read (no Pingora session yet).
+    pub fn close_response(&self, role: Role) -> Vec<u8> {
+        let body = self.body();
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{ERROR_SOURCE}: {}\r\n{ERROR_CODE}: {}\r\n",
+            self.status(),
+            ::http::StatusCode::from_u16(self.status()).ok().and_then(|s| s.canonical_reason()).unwrap_or(""),
+            body.len(),
+            role.name(),
+            self.code(),
+        );
+        if let Some(secs) = self.retry_after() {
+            out.push_str(&format!("retry-after: {secs}\r\n"));
+        }
+        out.push_str("connection: close\r\n\r\n");
+        let mut out = out.into_bytes();
+        out.extend_from_slice(&body);
+        out
     }
 }
 

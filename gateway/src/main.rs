@@ -8,14 +8,14 @@
 mod admin;
 #[cfg(feature = "alloc-count")]
 mod alloc;
-mod config;
 mod error;
+mod fd_limit;
 mod http;
 mod lifecycle;
+mod listener;
 mod logging;
 mod metrics;
 mod opened;
-mod policy;
 mod pools;
 mod replay_state;
 mod roles;
@@ -28,10 +28,14 @@ use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
 
+use ::config;
+use ::config::policy;
+
+use crate::error::Role;
 use crate::state::Snapshot;
 
 #[cfg(feature = "alloc-count")]
@@ -125,10 +129,18 @@ fn run(cli: Cli) -> Result<(), String> {
     let rng = ring::rand::SystemRandom::new();
     let nonces = Arc::new(filters::NonceSource::new(&rng).map_err(|e| format!("seeding nonces: {e}"))?);
     let draining = lifecycle::Draining::default();
+    let nofile = fd_limit::raise();
+    let roles = usize::from(snap.config.outbound.is_some()) + usize::from(snap.config.inbound.is_some());
+    let fitted = |mut limits: config::ConnectionLimits, role: &str| {
+        if let Some(n) = nofile {
+            fd_limit::fit(&mut limits, role, fd_limit::share(n, roles), n);
+        }
+        limits
+    };
     let mut replay = None;
     if let Some(out) = &snap.config.outbound {
         let role = roles::outbound::Outbound::new(shared.clone(), metrics.clone(), nonces.clone(), draining.clone());
-        add_role(&mut server, "outbound", role, &out.listen);
+        add_role(&mut server, Role::Outbound, role, &out.listen, fitted(out.connections, "outbound"), &metrics);
         if out.dangerous_passthrough {
             log::warn!("outbound.dangerous_passthrough is on: requests leave UNSEALED (benchmarks only)");
         }
@@ -149,13 +161,14 @@ fn run(cli: Cli) -> Result<(), String> {
             nonces.clone(),
             draining.clone(),
         );
-        add_role(&mut server, "inbound", role, &inb.listen);
+        add_role(&mut server, Role::Inbound, role, &inb.listen, fitted(inb.connections, "inbound"), &metrics);
         if inb.dangerous_passthrough {
             log::warn!("inbound.dangerous_passthrough is on: requests are NOT verified (benchmarks only)");
         }
     }
     let watch = lifecycle::Lifecycle::new(draining, replay, server.watch_execution_phase());
     server.add_service(pingora::services::background::background_service("lifecycle", watch));
+    server.add_service(pingora::services::background::background_service("heap trim", listener::heap_trim::HeapTrim));
     if let Some(listen) = &snap.config.admin {
         let mut svc =
             pingora::services::listening::Service::new("fastproxy admin".to_owned(), admin::server(shared.clone()));
@@ -184,17 +197,25 @@ fn journal_path(pid_file: &str) -> String {
 /// read). docs/BENCHMARKS.md has the figures.
 const DOWNSTREAM_READ_BUFFER: usize = 8 * 1024;
 
-/// Adds a proxy role as a Pingora service listening on `listen`.
-fn add_role<R>(server: &mut Server, name: &str, role: R, listen: &[std::net::SocketAddr])
-where
+/// Adds a proxy role as a Pingora service listening on `listen`, behind its
+/// connection limits.
+fn add_role<R>(
+    server: &mut Server,
+    name: Role,
+    role: R,
+    listen: &[std::net::SocketAddr],
+    limits: config::ConnectionLimits,
+    metrics: &metrics::Metrics,
+) where
     R: pingora::proxy::ProxyHttp + Send + Sync + 'static,
     R::CTX: Send + Sync,
 {
-    let mut svc = http_proxy_service_with_name(&server.configuration, role, &format!("fastproxy {name}"));
+    let app = listener::Guarded::new(http_proxy(&server.configuration, role), name, limits, metrics.listener(name));
+    let mut svc = pingora::services::listening::Service::new(format!("fastproxy {}", name.name()), app);
     for addr in listen {
         let buffers = L4BufferSettings::default().read(DOWNSTREAM_READ_BUFFER);
         svc.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
     }
     server.add_service(svc);
-    log::info!("{name} role listening on {listen:?}");
+    log::info!("{} role listening on {listen:?}", name.name());
 }

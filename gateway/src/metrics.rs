@@ -26,6 +26,9 @@ pub struct Metrics {
     backend_up: IntGaugeVec,
     backend_ejected: IntGaugeVec,
     opened: IntGaugeVec,
+    connections: IntGaugeVec,
+    refused: IntCounterVec,
+    header_timeouts: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -104,7 +107,28 @@ impl Metrics {
                 "Opened request plaintext held in memory, not yet written to callees (within inbound.max_opened_buffer).",
                 &[],
             )?,
+            connections: gauge("fastproxy_connections", "Client connections open on the role's listeners.", &["role"])?,
+            refused: counter(
+                "fastproxy_connections_refused_total",
+                "Connections refused with 503 too_many_connections (the role's max_connections was reached).",
+                &["role"],
+            )?,
+            header_timeouts: counter(
+                "fastproxy_header_timeouts_total",
+                "Connections closed because a request head did not arrive whole within header_timeout.",
+                &["role"],
+            )?,
         })
+    }
+
+    /// Pre-labelled handles for one role's listeners.
+    pub fn listener(&self, role: Role) -> ListenerMetrics {
+        let role = [role.name()];
+        ListenerMetrics {
+            open: self.connections.with_label_values(&role),
+            refused: self.refused.with_label_values(&role),
+            header_timeouts: self.header_timeouts.with_label_values(&role),
+        }
     }
 
     /// Sets the opened plaintext held now.
@@ -146,6 +170,17 @@ impl Metrics {
             pool: pool.to_owned(),
         }
     }
+}
+
+/// One role's listener metrics.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    /// Open connections.
+    pub open: IntGauge,
+    /// Connections refused at the cap.
+    pub refused: IntCounter,
+    /// Connections closed at the header timeout.
+    pub header_timeouts: IntCounter,
 }
 
 /// One pool's metrics.

@@ -4,6 +4,7 @@
 mod harness;
 
 mod bombs;
+mod connection_limits;
 mod independent_sender;
 mod operations;
 mod policy_and_errors;

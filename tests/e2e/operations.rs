@@ -211,7 +211,7 @@ fn secrets_appear_in_no_log_error_or_view() {
 
 #[test]
 fn every_config_field_is_documented() {
-    let schema = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/config/schema.rs")).unwrap();
+    let schema = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/src/schema.rs")).unwrap();
     let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/CONFIG.md")).unwrap();
     let mut missing = Vec::new();
     for line in schema.lines() {

@@ -16,6 +16,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::config::{HashKey, Name};
 use crate::error::{self, ProxyError, Role};
 use crate::http::now_ms;
+use crate::listener::head_clock;
 use crate::metrics::{Metrics, RequestRecord};
 use crate::pools::{InFlight, Outcome, Pool};
 
@@ -184,8 +185,10 @@ fn remaining(deadline_ms: Option<u64>) -> Result<Option<Duration>, ProxyError> {
 
 /// Sets a downstream connection's timeouts for this request: `idle_s` for
 /// the wait for the next request (none while draining: the connection closes
-/// after this answer), `body` for each wait for request body bytes.
+/// after this answer), `body` for each wait for request body bytes; the
+/// head is in, so the head clock stops.
 pub fn connection_timeouts(session: &mut Session, draining: bool, idle_s: u64, body: Duration) {
+    head_clock::head_received(session);
     session.set_keepalive((!draining).then_some(idle_s));
     session.as_mut().set_read_timeout(Some(body));
 }
@@ -308,7 +311,7 @@ impl Known {
 
 /// Records a finished request: one access-log line (target
 /// `fastproxy::access`; never a body, a secret, or a query string) and its
-/// metrics.
+/// metrics; the next request's head clock starts at its first byte.
 pub fn finish(
     role: Role,
     session: &Session,
@@ -318,6 +321,7 @@ pub fn finish(
     error: Option<&ProxyError>,
     metrics: &Metrics,
 ) {
+    head_clock::request_done(session);
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
     let (bytes_in, bytes_out) = (session.body_bytes_read() as u64, session.body_bytes_sent() as u64);
     let total = started.elapsed();

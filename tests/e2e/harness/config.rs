@@ -41,6 +41,10 @@ pub struct Options {
     pub idle_timeout: &'static str,
     /// Both proxies' `body_timeout`.
     pub body_timeout: &'static str,
+    /// Both proxies' `header_timeout`.
+    pub header_timeout: &'static str,
+    /// Both proxies' `max_connections`.
+    pub max_connections: usize,
 }
 
 impl Default for Options {
@@ -57,6 +61,8 @@ impl Default for Options {
             rust_log: "info",
             idle_timeout: "60s",
             body_timeout: "60s",
+            header_timeout: "10s",
+            max_connections: 4096,
         }
     }
 }
@@ -159,8 +165,8 @@ fn outbound_yaml(port: u16, admin: u16, inbound: SocketAddr, o: &Options) -> Str
     let mut y = keys_yaml(true);
     y.push_str(&format!("admin:\n  listen: [\"127.0.0.1:{admin}\"]\n"));
     y.push_str(&format!(
-        "outbound:\n  listen: [\"127.0.0.1:{port}\"]\n  idle_timeout: {}\n  body_timeout: {}\n  max_body: {}\n  max_response_body: 256MiB\n  callers:\n",
-        o.idle_timeout, o.body_timeout, o.outbound_max_body
+        "outbound:\n  listen: [\"127.0.0.1:{port}\"]\n  idle_timeout: {}\n  body_timeout: {}\n  header_timeout: {}\n  max_connections: {}\n  max_body: {}\n  max_response_body: 256MiB\n  callers:\n",
+        o.idle_timeout, o.body_timeout, o.header_timeout, o.max_connections, o.outbound_max_body
     ));
     for (alg, key) in ALGS {
         for codec in CODECS {
@@ -183,8 +189,8 @@ fn inbound_yaml(port: u16, admin: u16, backends: &str, o: &Options) -> String {
     let mut y = keys_yaml(false);
     y.push_str(&format!("admin:\n  listen: [\"127.0.0.1:{admin}\"]\n"));
     y.push_str(&format!(
-        "inbound:\n  listen: [\"127.0.0.1:{port}\"]\n  idle_timeout: {}\n  body_timeout: {}\n  max_skew: {}\n  max_body: {}\n  services:\n    token_service: {{ upstream: callee }}\n  callers:\n",
-        o.idle_timeout, o.body_timeout, o.max_skew, o.inbound_max_body
+        "inbound:\n  listen: [\"127.0.0.1:{port}\"]\n  idle_timeout: {}\n  body_timeout: {}\n  header_timeout: {}\n  max_connections: {}\n  max_skew: {}\n  max_body: {}\n  services:\n    token_service: {{ upstream: callee }}\n  callers:\n",
+        o.idle_timeout, o.body_timeout, o.header_timeout, o.max_connections, o.max_skew, o.inbound_max_body
     ));
     let any = "[{ service: token_service, path_prefix: /, methods: [\"*\"] }]";
     for (alg, _) in ALGS {

@@ -47,8 +47,7 @@ pub fn resolve(spec: &Secret) -> Result<Zeroizing<[u8; 32]>, String> {
         let value = std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
         (Zeroizing::new(value), format!("environment variable {name}"))
     } else if let Some(path) = spec.strip_prefix("file:") {
-        let value = std::fs::read_to_string(path).map_err(|e| format!("cannot read secret file {path}: {e}"))?;
-        (Zeroizing::new(value), format!("file {path}"))
+        (read_secret_file(path)?, format!("file {path}"))
     } else {
         (Zeroizing::new(spec.to_owned()), "inline secret".to_owned())
     };
@@ -58,6 +57,25 @@ pub fn resolve(spec: &Secret) -> Result<Zeroizing<[u8; 32]>, String> {
     } else {
         Err(format!("{source} must hold 64 lower-case hex digits (32 bytes)"))
     }
+}
+
+/// Most bytes read from a secret file: 64 hex digits and whitespace fit
+/// many times over; a wrong path (a log, a device) is not read whole.
+const MAX_SECRET_FILE: u64 = 4096;
+
+/// Reads a secret file, at most [`MAX_SECRET_FILE`] bytes of it.
+fn read_secret_file(path: &str) -> Result<Zeroizing<String>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read secret file {path}: {e}"))?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read secret file {path}: {e}"))?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(format!("secret file {path} is larger than {MAX_SECRET_FILE} bytes"));
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|_| format!("secret file {path} is not text"))?;
+    Ok(Zeroizing::new(text.to_owned()))
 }
 
 /// Formats 32 fresh random bytes in the inline secret format (for `keygen`).
@@ -83,6 +101,7 @@ mod tests {
         let err = resolve(&s("deadbeef")).unwrap_err();
         assert!(!err.contains("deadbeef"), "the error does not echo the secret: {err}");
         assert!(resolve(&s("file:/nonexistent/fp")).unwrap_err().contains("/nonexistent/fp"));
+        assert!(resolve(&s("file:/dev/zero")).unwrap_err().contains("larger than 4096 bytes"));
         assert_eq!(format!("{:?}", s(&hex)), "Secret(<redacted>)");
         assert_eq!(generate().map(|s| s.len()), Ok(64));
     }
@@ -90,14 +109,14 @@ mod tests {
     #[test]
     fn debug_of_a_loaded_config_shows_no_secret() {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/fastproxy.yaml")).unwrap();
-        let file: crate::config::schema::File = serde_saphyr::from_str(&text).unwrap();
+        let file: crate::schema::File = serde_saphyr::from_str(&text).unwrap();
         let shown = format!("{file:?}");
         assert!(shown.contains("room-v2") && shown.contains("<redacted>"), "{shown}");
         for secret in ["000102030405060708090a0b0c0d0e0f", "404142434445464748494a4b4c4d4e4f"] {
             assert!(text.contains(secret), "the demo config holds the secret");
             assert!(!shown.contains(secret), "Debug shows a secret: {shown}");
         }
-        let config = crate::config::from_yaml(&text).map_err(|p| p.to_string()).unwrap();
+        let config = crate::from_yaml(&text).map_err(|p| p.to_string()).unwrap();
         let keys = format!("{:?}", config.keys);
         assert!(!keys.contains("000102030405060708090a0b0c0d0e0f"), "{keys}");
     }

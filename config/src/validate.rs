@@ -10,8 +10,8 @@ use filters::{AeadKey, Algorithm, Codec, CompressOptions, KeyRing, SignKey};
 
 use super::schema::{self, File};
 use super::{
-    secret, Config, HashKey, Health, Inbound, Name, Outbound, OutlierPolicy, Probe, Problem, Problems, RetryPolicy,
-    Route, Seal, Selection, Upstream,
+    secret, Config, ConnectionLimits, HashKey, Health, Inbound, Name, Outbound, OutlierPolicy, Probe, Problem,
+    Problems, RetryPolicy, Route, Seal, Selection, Upstream,
 };
 use crate::policy::{CallerPolicy, Methods, PathMatch, RateLimiter, Rule};
 
@@ -258,6 +258,24 @@ fn body_wait(c: &mut Check, path: &str, d: Option<std::time::Duration>) -> std::
     d
 }
 
+/// A role's connection limits (defaults: 4096 connections, 10 s per head).
+fn connection_limits(
+    c: &mut Check,
+    role: &str,
+    max: Option<usize>,
+    header: Option<std::time::Duration>,
+) -> ConnectionLimits {
+    let max_connections = max.unwrap_or(4096);
+    if max_connections == 0 {
+        c.fail(format!("{role}.max_connections"), "must be at least 1");
+    }
+    let header_timeout = header.unwrap_or(std::time::Duration::from_secs(10));
+    if header_timeout.is_zero() {
+        c.fail(format!("{role}.header_timeout"), "must be greater than zero");
+    }
+    ConnectionLimits { max_connections, header_timeout }
+}
+
 fn upstream_ref(c: &mut Check, path: &str, name: &str, ups: &BTreeMap<String, Upstream>) {
     if !ups.contains_key(name) {
         c.fail(path, format!("no upstream named {name:?} in upstreams"));
@@ -337,6 +355,7 @@ fn outbound(
         max_body: o.max_body.map_or(64 * MIB, |s| s.0),
         idle_timeout_s: idle_seconds(c, "outbound.idle_timeout", o.idle_timeout.map(|d| d.0)),
         body_timeout: body_wait(c, "outbound.body_timeout", o.body_timeout.map(|d| d.0)),
+        connections: connection_limits(c, "outbound", o.max_connections, o.header_timeout.map(|d| d.0)),
         max_response_body: o.max_response_body.map_or(64 * MIB, |s| s.0),
         // Below what an inbound proxy (Pingora: 256 headers, 1 MiB) accepts
         // once the protocol header is added.
@@ -466,6 +485,7 @@ fn inbound(
         max_skew_ms,
         idle_timeout_s: idle_seconds(c, "inbound.idle_timeout", i.idle_timeout.map(|d| d.0)),
         body_timeout: body_wait(c, "inbound.body_timeout", i.body_timeout.map(|d| d.0)),
+        connections: connection_limits(c, "inbound", i.max_connections, i.header_timeout.map(|d| d.0)),
         replay_cache: i.replay_cache.unwrap_or(filters::replay::DEFAULT_CAPACITY),
         max_body: i.max_body.map_or(64 * MIB, |s| s.0),
         replay_journal: i.replay_journal.clone(),

@@ -4,6 +4,7 @@
 //! A `Config` is only ever built whole by [`load`] (or [`from_yaml`]); the
 //! roles read it through an `Arc` snapshot, so a reload swaps it atomically.
 
+pub mod policy;
 pub mod schema;
 pub mod secret;
 pub mod units;
@@ -54,6 +55,8 @@ pub struct Outbound {
     pub idle_timeout_s: u64,
     /// Longest wait for the next piece of a request body.
     pub body_timeout: std::time::Duration,
+    /// Limits on the listeners' connections.
+    pub connections: ConnectionLimits,
     /// Headers of the app's request replaced by the sealed form: the caller
     /// and timeout headers, Content-Length and Content-Type (named once at
     /// load, not per request).
@@ -72,6 +75,15 @@ pub struct Outbound {
     pub callers: HashMap<Name, Arc<Seal>>,
     /// Routes per callee service.
     pub routes: HashMap<Name, Route>,
+}
+
+/// Limits on the connections of one role's listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Most connections open at once; more get 503 `too_many_connections`.
+    pub max_connections: usize,
+    /// Longest time to receive a whole request head.
+    pub header_timeout: std::time::Duration,
 }
 
 /// How one caller's requests are sealed.
@@ -106,6 +118,8 @@ pub struct Inbound {
     pub idle_timeout_s: u64,
     /// Longest wait for the next piece of a request body.
     pub body_timeout: std::time::Duration,
+    /// Limits on the listeners' connections.
+    pub connections: ConnectionLimits,
     /// Replay cache capacity.
     pub replay_cache: usize,
     /// Where the replay journal lives (`None`: beside the pid file).

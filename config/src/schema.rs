@@ -81,6 +81,12 @@ pub struct Outbound {
     pub idle_timeout: Option<Duration>,
     /// Longest wait for the next piece of a request body (default 60s).
     pub body_timeout: Option<Duration>,
+    /// Longest time to receive a whole request head, from the connection's
+    /// start or the first byte of a keep-alive request (default 10s).
+    pub header_timeout: Option<Duration>,
+    /// Most connections open at once on this role's listeners; more get
+    /// 503 `too_many_connections` (default 4096).
+    pub max_connections: Option<usize>,
     /// Largest request body accepted from the app (default 64MiB).
     pub max_body: Option<Size>,
     /// Most headers a request from the app may carry (default 100).
@@ -138,6 +144,12 @@ pub struct Inbound {
     pub idle_timeout: Option<Duration>,
     /// Longest wait for the next piece of a request body (default 60s).
     pub body_timeout: Option<Duration>,
+    /// Longest time to receive a whole request head, from the connection's
+    /// start or the first byte of a keep-alive request (default 10s).
+    pub header_timeout: Option<Duration>,
+    /// Most connections open at once on this role's listeners; more get
+    /// 503 `too_many_connections` (default 4096).
+    pub max_connections: Option<usize>,
     /// Nonces remembered for replay detection (default 262144).
     pub replay_cache: Option<usize>,
     /// Largest opened request body (default 64MiB).

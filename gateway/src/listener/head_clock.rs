@@ -1,0 +1,202 @@
+//! A client connection with a clock on its request heads: a head must arrive
+//! whole within `header_timeout`, counted from the connection's start (first
+//! request) or from the first byte of a keep-alive request. Bodies and idle
+//! time between requests are not counted here (`body_timeout` and
+//! `idle_timeout` cover them).
+//!
+//! The proxy tells the clock where a request's head ends
+//! ([`head_received`]) and where the request ends ([`request_done`]); the
+//! stream finds the start of the next head itself (its first byte).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID, UniqueIDType,
+};
+use pingora::proxy::Session;
+use pingora_prometheus::prometheus::IntCounter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// Reading a request head: the clock runs.
+const HEAD: u8 = 0;
+/// Past the head (body, response): no clock.
+const PAST_HEAD: u8 = 1;
+/// Between requests: the clock starts at the next byte.
+const BETWEEN: u8 = 2;
+
+/// A client stream whose request heads are timed.
+pub struct HeadClock {
+    inner: Stream,
+    phase: AtomicU8,
+    limit: Duration,
+    deadline: Pin<Box<Sleep>>,
+    timeouts: IntCounter,
+}
+
+impl HeadClock {
+    /// Wraps `inner`, whose first head must be in by `first`.
+    pub fn new(inner: Stream, limit: Duration, first: Instant, timeouts: IntCounter) -> Self {
+        HeadClock {
+            inner,
+            phase: AtomicU8::new(HEAD),
+            limit,
+            deadline: Box::pin(tokio::time::sleep_until(first)),
+            timeouts,
+        }
+    }
+}
+
+/// The clock under a session, when the session runs on one.
+fn clock(session: &Session) -> Option<&HeadClock> {
+    let stream = session.as_downstream().stream()?;
+    (**stream).as_any().downcast_ref::<HeadClock>()
+}
+
+/// Stops the clock: the request's head was read whole.
+pub fn head_received(session: &Session) {
+    if let Some(c) = clock(session) {
+        c.phase.store(PAST_HEAD, Ordering::Relaxed);
+    }
+}
+
+/// The request is over: the next request's clock starts at its first byte.
+pub fn request_done(session: &Session) {
+    if let Some(c) = clock(session) {
+        c.phase.store(BETWEEN, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for HeadClock {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match this.phase.load(Ordering::Relaxed) {
+            HEAD => {
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    this.timeouts.inc();
+                    log::info!(target: "fastproxy::access", "request head not received within {:?}: connection closed", this.limit);
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "request head not received within header_timeout",
+                    )));
+                }
+                Pin::new(&mut this.inner).poll_read(cx, buf)
+            }
+            BETWEEN => {
+                let before = buf.filled().len();
+                let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+                if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+                    this.phase.store(HEAD, Ordering::Relaxed);
+                    this.deadline.as_mut().reset(Instant::now() + this.limit);
+                }
+                read
+            }
+            _ => Pin::new(&mut this.inner).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for HeadClock {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeadClock {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for HeadClock {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeadClock {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<std::sync::Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for HeadClock {
+    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for HeadClock {
+    fn get_proxy_digest(&self) -> Option<std::sync::Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: pingora::protocols::raw_connect::ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for HeadClock {
+    fn get_socket_digest(&self) -> Option<std::sync::Arc<pingora::protocols::SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: pingora::protocols::SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for HeadClock {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+impl std::fmt::Debug for HeadClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadClock").field("inner", &self.inner).field("limit", &self.limit).finish()
+    }
+}
