@@ -39,6 +39,21 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Upstream>,
     /// Admin listen addresses, when configured.
     pub admin: Option<Vec<SocketAddr>>,
+    /// Live reload settings.
+    pub reload: Reload,
+    /// The files named by `file:` secrets (watched with the config file).
+    pub secret_files: Vec<String>,
+}
+
+/// How the running process picks up a changed config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reload {
+    /// Reload on its own when the config file or a `file:` secret it names
+    /// changes (SIGHUP always reloads).
+    pub watch: bool,
+    /// How often the watched files are looked at; a change is applied once
+    /// a look finds them unchanged since the previous one.
+    pub poll: Duration,
 }
 
 /// The caller-side role's settings.
@@ -78,7 +93,7 @@ pub struct Outbound {
 }
 
 /// Limits on the connections of one role's listeners.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// Most connections open at once; more get 503 `too_many_connections`.
     pub max_connections: usize,
@@ -137,7 +152,7 @@ pub struct Inbound {
 }
 
 /// One upstream pool's settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     /// Backend addresses and weights.
     pub backends: Vec<(SocketAddr, u32)>,
@@ -184,7 +199,7 @@ pub enum HashKey {
 }
 
 /// Active health check settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Health {
     /// TCP connect or HTTP request.
     pub probe: Probe,
@@ -215,7 +230,7 @@ pub enum Probe {
 }
 
 /// Retry limits of a pool.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
     /// Most attempts per request, the first included.
     pub attempts: u32,
@@ -226,7 +241,7 @@ pub struct RetryPolicy {
 }
 
 /// Passive outlier ejection settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutlierPolicy {
     /// Consecutive failures that eject.
     pub consecutive_failures: u32,
@@ -238,6 +253,43 @@ pub struct OutlierPolicy {
     pub max_ejected_percent: u32,
     /// Response statuses counted as failures.
     pub statuses: Vec<u16>,
+}
+
+/// The settings of `new` that a running process cannot take from a reload
+/// (they are held by its sockets or by state that outlives a reload), each
+/// as a problem at its field path; empty when `new` can replace `old` live.
+pub fn needs_restart(old: &Config, new: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut differs = |path: &str, changed: bool| {
+        if changed {
+            out.push(Problem {
+                path: path.to_owned(),
+                message: "cannot change on a reload (it needs new sockets or process state): upgrade the process (scripts/upgrade.sh) to apply it".to_owned(),
+            });
+        }
+    };
+    differs("admin.listen", old.admin != new.admin);
+    match (&old.outbound, &new.outbound) {
+        (Some(a), Some(b)) => {
+            differs("outbound.listen", a.listen != b.listen);
+            differs("outbound.max_connections", a.connections.max_connections != b.connections.max_connections);
+            differs("outbound.header_timeout", a.connections.header_timeout != b.connections.header_timeout);
+        }
+        (a, b) => differs("outbound", a.is_some() != b.is_some()),
+    }
+    match (&old.inbound, &new.inbound) {
+        (Some(a), Some(b)) => {
+            differs("inbound.listen", a.listen != b.listen);
+            differs("inbound.max_connections", a.connections.max_connections != b.connections.max_connections);
+            differs("inbound.header_timeout", a.connections.header_timeout != b.connections.header_timeout);
+            differs("inbound.max_skew", a.max_skew_ms != b.max_skew_ms);
+            differs("inbound.replay_cache", a.replay_cache != b.replay_cache);
+            differs("inbound.replay_journal", a.replay_journal != b.replay_journal);
+            differs("inbound.max_opened_buffer", a.max_opened_buffer != b.max_opened_buffer);
+        }
+        (a, b) => differs("inbound", a.is_some() != b.is_some()),
+    }
+    out
 }
 
 /// One problem in a config file, with the path of the field it concerns.

@@ -22,6 +22,19 @@ pub struct File {
     pub upstreams: BTreeMap<String, Upstream>,
     /// The admin listener (metrics, health, config view).
     pub admin: Option<Admin>,
+    /// Live reload.
+    pub reload: Option<Reload>,
+}
+
+/// `reload:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reload {
+    /// Reload when the config file or a `file:` secret changes (default
+    /// false; SIGHUP always reloads).
+    pub watch: Option<bool>,
+    /// How often watched files are looked at (default 1s).
+    pub poll: Option<Duration>,
 }
 
 /// `admin:`

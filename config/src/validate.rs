@@ -11,7 +11,7 @@ use filters::{AeadKey, Algorithm, Codec, CompressOptions, KeyRing, SignKey};
 use super::schema::{self, File};
 use super::{
     secret, Config, ConnectionLimits, HashKey, Health, Inbound, Name, Outbound, OutlierPolicy, Probe, Problem,
-    Problems, RetryPolicy, Route, Seal, Selection, Upstream,
+    Problems, Reload, RetryPolicy, Route, Seal, Selection, Upstream,
 };
 use crate::policy::{CallerPolicy, Methods, PathMatch, RateLimiter, Rule};
 
@@ -68,8 +68,23 @@ pub(super) fn validate(file: File) -> Result<Config, Problems> {
         c.fail("(root)", "configure at least one role: outbound, inbound, or both");
     }
     let admin = file.admin.as_ref().map(|a| c.addrs("admin.listen", &a.listen));
+    let reload = Reload {
+        watch: file.reload.as_ref().and_then(|r| r.watch).unwrap_or(false),
+        poll: file.reload.as_ref().and_then(|r| r.poll).map_or(Duration::from_secs(1), |d| d.0),
+    };
+    if reload.poll < Duration::from_millis(100) {
+        c.fail("reload.poll", "must be at least 100ms");
+    }
+    let secret_files = file
+        .keys
+        .aead
+        .values()
+        .map(|k| &k.secret)
+        .chain(file.keys.hmac.values().map(|k| &k.secret))
+        .filter_map(|s| s.expose().strip_prefix("file:").map(str::to_owned))
+        .collect();
     if c.problems.is_empty() {
-        Ok(Config { keys, key_algs, outbound, inbound, upstreams, admin })
+        Ok(Config { keys, key_algs, outbound, inbound, upstreams, admin, reload, secret_files })
     } else {
         Err(Problems(c.problems))
     }

@@ -1,7 +1,10 @@
 //! The admin listener, separate from the data ports: `/healthz` (the process
 //! is alive), `/readyz` (config loaded and every pool in use has a backend to
-//! send to), `/metrics` (Prometheus text format) and `/config` (the running
-//! config, secrets redacted).
+//! send to), `/metrics` (Prometheus text format), `/config` (the running
+//! config, secrets redacted, with its generation and the last failed
+//! reload) and `POST /reload` (read the config file again).
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::Response;
@@ -9,16 +12,18 @@ use pingora::apps::http_app::{HttpServer, ServeHttp};
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
+use crate::reload::Reloader;
 use crate::state::{Shared, Snapshot};
 
 /// The admin HTTP app.
 pub struct Admin {
     shared: Shared,
+    reloader: Arc<Reloader>,
 }
 
-/// Builds the admin server for `shared`.
-pub fn server(shared: Shared) -> HttpServer<Admin> {
-    HttpServer::new_app(Admin { shared })
+/// Builds the admin server for `shared`, reloading through `reloader`.
+pub fn server(shared: Shared, reloader: Arc<Reloader>) -> HttpServer<Admin> {
+    HttpServer::new_app(Admin { shared, reloader })
 }
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -62,7 +67,24 @@ fn readiness(snap: &Snapshot) -> (bool, serde_json::Map<String, serde_json::Valu
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_owned();
+        let post = session.req_header().method == http::Method::POST;
         match path.as_str() {
+            "/reload" if post => {
+                // The reload reads files: off the async workers.
+                let reloader = self.reloader.clone();
+                let outcome = tokio::task::spawn_blocking(move || reloader.reload("admin")).await;
+                match outcome {
+                    Ok(Ok(number)) => json_reply(200, json!({ "result": "ok", "generation": number })),
+                    Ok(Err(f)) => json_reply(
+                        if f.result == "error" { 500 } else { 422 },
+                        json!({ "result": f.result, "error": { "code": format!("reload_{}", f.result), "message": f.message } }),
+                    ),
+                    Err(_) => json_reply(
+                        500,
+                        json!({ "result": "error", "error": { "code": "internal", "message": "the reload did not finish" } }),
+                    ),
+                }
+            }
             "/healthz" => json_reply(200, json!({ "status": "alive" })),
             "/readyz" => {
                 let snap = self.shared.load();
@@ -73,10 +95,17 @@ impl ServeHttp for Admin {
                 let (content_type, body) = crate::metrics::render();
                 reply(200, &content_type, body)
             }
-            "/config" => json_reply(200, crate::config::view::render(&self.shared.load().config)),
+            "/config" => {
+                let mut view = crate::config::view::render(&self.shared.load().config);
+                if let (Some(view), serde_json::Value::Object(status)) = (view.as_object_mut(), self.reloader.status())
+                {
+                    view.extend(status);
+                }
+                json_reply(200, view)
+            }
             _ => json_reply(
                 404,
-                json!({ "error": { "code": "not_found", "message": "admin paths: /healthz /readyz /metrics /config" } }),
+                json!({ "error": { "code": "not_found", "message": "admin paths: /healthz /readyz /metrics /config, POST /reload" } }),
             ),
         }
     }

@@ -17,6 +17,7 @@ mod logging;
 mod metrics;
 mod opened;
 mod pools;
+mod reload;
 mod replay_state;
 mod roles;
 mod state;
@@ -118,12 +119,17 @@ fn main() -> ExitCode {
 
 /// Loads the config, builds the roles it asks for, and runs Pingora.
 fn run(cli: Cli) -> Result<(), String> {
-    let config = config::load(&cli.config).map_err(|p| format!("{}: {} problem(s)\n{p}", cli.config, p.0.len()))?;
+    let text = reload::read_config(&cli.config)?;
+    let config = config::from_yaml(&text).map_err(|p| format!("{}: {} problem(s)\n{p}", cli.config, p.0.len()))?;
     let metrics = Arc::new(metrics::Metrics::register().map_err(|e| format!("registering metrics: {e}"))?);
-    let snapshot = Snapshot::new(config, &metrics).map_err(|e| format!("building upstream pools: {e}"))?;
+    let origin = state::Origin::new(1, text.as_bytes());
+    drop(text);
+    let snapshot = Snapshot::new(config, origin, &metrics).map_err(|e| format!("building upstream pools: {e}"))?;
     let shared = Arc::new(ArcSwap::from_pointee(snapshot));
     let mut server = Server::new(Some(cli.pingora)).map_err(|e| e.to_string())?;
     server.bootstrap();
+    reload::ignore_sighup_until_ready();
+    let reloader = Arc::new(reload::Reloader::new(&cli.config, shared.clone(), metrics.clone()));
 
     let snap = shared.load();
     let rng = ring::rand::SystemRandom::new();
@@ -170,15 +176,20 @@ fn run(cli: Cli) -> Result<(), String> {
     server.add_service(pingora::services::background::background_service("lifecycle", watch));
     server.add_service(pingora::services::background::background_service("heap trim", listener::heap_trim::HeapTrim));
     if let Some(listen) = &snap.config.admin {
-        let mut svc =
-            pingora::services::listening::Service::new("fastproxy admin".to_owned(), admin::server(shared.clone()));
+        let mut svc = pingora::services::listening::Service::new(
+            "fastproxy admin".to_owned(),
+            admin::server(shared.clone(), reloader.clone()),
+        );
         for addr in listen {
             svc.add_tcp(&addr.to_string());
         }
         server.add_service(svc);
         log::info!("admin listening on {listen:?}");
     }
-    server.add_services(snap.pools.background_services());
+    let health_shared = shared.clone();
+    let health = pools::HealthDriver::new(move || health_shared.load().pools.iter().cloned().collect());
+    server.add_service(pingora::services::background::background_service("health checks", health));
+    server.add_service(pingora::services::background::background_service("reload", reload::Triggers::new(reloader)));
     drop(snap);
     server.run_forever()
 }

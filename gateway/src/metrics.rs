@@ -29,6 +29,7 @@ pub struct Metrics {
     connections: IntGaugeVec,
     refused: IntCounterVec,
     header_timeouts: IntCounterVec,
+    reloads: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -118,7 +119,17 @@ impl Metrics {
                 "Connections closed because a request head did not arrive whole within header_timeout.",
                 &["role"],
             )?,
+            reloads: counter(
+                "fastproxy_config_reloads_total",
+                "Config reloads by result: ok, invalid (did not load or validate), refused (changes what needs an upgrade), error.",
+                &["result"],
+            )?,
         })
+    }
+
+    /// Counts a config reload's outcome.
+    pub fn config_reload(&self, result: &str) {
+        self.reloads.with_label_values(&[result]).inc();
     }
 
     /// Pre-labelled handles for one role's listeners.

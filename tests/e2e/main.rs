@@ -9,6 +9,7 @@ mod independent_sender;
 mod operations;
 mod policy_and_errors;
 mod pools;
+mod reload;
 mod replay_across_processes;
 mod robustness;
 mod roundtrip;

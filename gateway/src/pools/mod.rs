@@ -4,7 +4,8 @@
 //! inbound proxies, the inbound proxy for the callee's instances.
 //!
 //! - `select`: the algorithm (round robin, random, Ketama) over Pingora's LB;
-//! - `health`: TCP/HTTP probes, run by a Pingora background service;
+//! - `health`: TCP/HTTP probes, run by one background service
+//!   ([`HealthDriver`]) for whatever pools the current generation holds;
 //! - `outlier`: per-backend ejection with exponential backoff, half-open;
 //! - `budget`: retries as a share of requests over a 10 s window.
 
@@ -19,7 +20,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pingora::services::ServiceWithDependents;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{HashKey, RetryPolicy, Selection, Upstream};
@@ -51,6 +51,10 @@ pub struct Pool {
     budget: RetryBudget,
     inflight: AtomicUsize,
     metrics: PoolMetrics,
+    /// When the next health check is due (at once for a new pool).
+    next_check: std::sync::Mutex<Instant>,
+    /// A health check is running.
+    checking: std::sync::atomic::AtomicBool,
 }
 
 /// Holds one request's place in a pool's in-flight count.
@@ -64,8 +68,8 @@ impl Drop for InFlight {
 }
 
 impl Pool {
-    /// Builds a pool; health checks run once its [`Pool::background`]
-    /// service is added to the server.
+    /// Builds a pool; its health checks are run by the [`HealthDriver`], the
+    /// first one at once.
     pub fn new(name: &str, settings: &Upstream, metrics: PoolMetrics) -> std::io::Result<Self> {
         let members: Arc<[Member]> =
             settings.backends.iter().map(|(addr, _)| Member { addr: *addr, outlier: Outlier::default() }).collect();
@@ -96,12 +100,27 @@ impl Pool {
             members,
             budget: RetryBudget::new(budget_ratio, budget_min),
             inflight: AtomicUsize::new(0),
+            next_check: std::sync::Mutex::new(Instant::now()),
+            checking: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    /// The health-check service, when the pool has health checks.
-    pub fn background(&self) -> Option<Box<dyn ServiceWithDependents>> {
-        self.settings.health.as_ref().map(|_| self.selector.background(&self.name))
+    /// Claims the pool's health check if one is due at `now`, scheduling the
+    /// next one interval later; false when none is due (or none configured).
+    fn claim_health_check(&self, now: Instant) -> bool {
+        let Some(h) = &self.settings.health else { return false };
+        let Ok(mut next) = self.next_check.lock() else { return false };
+        if *next > now || self.checking.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        *next = now + h.interval;
+        true
+    }
+
+    /// Runs the health check claimed by [`Pool::claim_health_check`].
+    async fn run_health_check(&self) {
+        self.selector.run_health_check().await;
+        self.checking.store(false, Ordering::Release);
     }
 
     /// Admits a new request: counts it for the retry budget and the
@@ -222,14 +241,52 @@ pub struct Pools {
     by_name: BTreeMap<String, Arc<Pool>>,
 }
 
+/// What a reconciliation did, pool by pool (for the reload's log line).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Pools kept as they were, with their state.
+    pub kept: Vec<String>,
+    /// Pools rebuilt with new settings.
+    pub changed: Vec<String>,
+    /// Pools new in this config.
+    pub added: Vec<String>,
+    /// Pools no longer configured (they drain: requests in flight finish).
+    pub removed: Vec<String>,
+}
+
 impl Pools {
     /// Builds every configured pool.
     pub fn build(upstreams: &BTreeMap<String, Upstream>, metrics: &Metrics) -> std::io::Result<Self> {
+        Self::reconcile(&Pools::default(), upstreams, metrics).map(|(pools, _)| pools)
+    }
+
+    /// The pools for `upstreams`, reusing from `old` every pool whose
+    /// settings did not change, so that it keeps its health, ejections,
+    /// retry budget and in-flight count. A changed pool is built anew (its
+    /// requests in flight finish on the old one); a removed pool is dropped
+    /// once its last request in flight ends.
+    pub fn reconcile(
+        old: &Pools,
+        upstreams: &BTreeMap<String, Upstream>,
+        metrics: &Metrics,
+    ) -> std::io::Result<(Self, Reconciled)> {
         let mut by_name = BTreeMap::new();
+        let mut report = Reconciled::default();
         for (name, settings) in upstreams {
-            by_name.insert(name.clone(), Arc::new(Pool::new(name, settings, metrics.pool(name))?));
+            let pool = match old.by_name.get(name) {
+                Some(p) if p.settings == *settings => {
+                    report.kept.push(name.clone());
+                    p.clone()
+                }
+                previous => {
+                    if previous.is_some() { &mut report.changed } else { &mut report.added }.push(name.clone());
+                    Arc::new(Pool::new(name, settings, metrics.pool(name))?)
+                }
+            };
+            by_name.insert(name.clone(), pool);
         }
-        Ok(Pools { by_name })
+        report.removed = old.by_name.keys().filter(|n| !upstreams.contains_key(*n)).cloned().collect();
+        Ok((Pools { by_name }, report))
     }
 
     /// The pool named `name`.
@@ -237,8 +294,53 @@ impl Pools {
         self.by_name.get(name)
     }
 
-    /// Health-check services of every pool that has checks.
-    pub fn background_services(&self) -> Vec<Box<dyn ServiceWithDependents>> {
-        self.by_name.values().filter_map(|p| p.background()).collect()
+    /// Every pool.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.by_name.values()
+    }
+}
+
+/// The one background service that runs the health checks of whatever
+/// pools the current generation holds: a pool added by a reload is checked
+/// at once, a removed one no longer.
+pub struct HealthDriver<F> {
+    current: F,
+}
+
+/// How often the driver looks for due checks.
+const HEALTH_TICK: Duration = Duration::from_millis(100);
+
+impl<F> HealthDriver<F>
+where
+    F: Fn() -> Vec<Arc<Pool>> + Send + Sync,
+{
+    /// A driver over the pools `current` returns at each look.
+    pub fn new(current: F) -> Self {
+        HealthDriver { current }
+    }
+}
+
+#[async_trait::async_trait]
+impl<F> pingora::services::background::BackgroundService for HealthDriver<F>
+where
+    F: Fn() -> Vec<Arc<Pool>> + Send + Sync,
+{
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut tick = tokio::time::interval(HEALTH_TICK);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let now = Instant::now();
+            for pool in (self.current)() {
+                if pool.claim_health_check(now) {
+                    // Each check runs on its own task, so that a slow probe
+                    // delays no other pool; the next is scheduled an interval
+                    // after this one started.
+                    tokio::spawn(async move { pool.run_health_check().await });
+                }
+            }
+        }
     }
 }

@@ -8,8 +8,6 @@ use std::task::{Context, Poll, Waker};
 
 use pingora::lb::selection::{BackendIter, BackendSelection, Consistent, Random, RoundRobin};
 use pingora::lb::{discovery, Backend, Backends, LoadBalancer};
-use pingora::services::background::GenBackgroundService;
-use pingora::services::ServiceWithDependents;
 
 use crate::config::{Selection, Upstream};
 
@@ -80,13 +78,12 @@ impl Selector {
         }
     }
 
-    /// The Pingora background service running this balancer's health checks.
-    pub fn background(&self, name: &str) -> Box<dyn ServiceWithDependents> {
-        let name = format!("pool {name}");
+    /// Probes every backend once (in parallel) and records the results.
+    pub async fn run_health_check(&self) {
         match self {
-            Selector::RoundRobin(lb) => Box::new(GenBackgroundService::new(name, lb.clone())),
-            Selector::Random(lb) => Box::new(GenBackgroundService::new(name, lb.clone())),
-            Selector::Consistent(lb) => Box::new(GenBackgroundService::new(name, lb.clone())),
+            Selector::RoundRobin(lb) => lb.backends().run_health_check(true).await,
+            Selector::Random(lb) => lb.backends().run_health_check(true).await,
+            Selector::Consistent(lb) => lb.backends().run_health_check(true).await,
         }
     }
 }

@@ -134,6 +134,33 @@ impl Proxy {
         None
     }
 
+    /// The config file the process runs on.
+    pub fn config_text(&self) -> String {
+        std::fs::read_to_string(self.dir.join("fastproxy.yaml")).expect("config file")
+    }
+
+    /// Replaces the config file with `yaml` (whole, by rename), sends SIGHUP
+    /// and waits until the process has taken it or refused it; returns
+    /// `/config` from `admin` then.
+    pub fn reload(&self, admin: SocketAddr, yaml: &str) -> serde_json::Value {
+        let before = admin_config(admin);
+        let tmp = self.dir.join("fastproxy.yaml.new");
+        std::fs::write(&tmp, yaml).expect("write config");
+        std::fs::rename(&tmp, self.dir.join("fastproxy.yaml")).expect("rename config");
+        self.signal("HUP");
+        let start = Instant::now();
+        loop {
+            let now = admin_config(admin);
+            let moved = now["generation"]["number"] != before["generation"]["number"]
+                || now["last_reload_error"]["at_ms"] != before["last_reload_error"]["at_ms"];
+            if moved {
+                return now;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "the reload never finished:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join(self.log_name)).unwrap_or_default()
     }
@@ -148,6 +175,12 @@ impl Proxy {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     }
+}
+
+/// `/config` from an admin listener.
+pub fn admin_config(admin: SocketAddr) -> serde_json::Value {
+    let resp = super::client::send(admin, super::client::Request::new("GET", "/config")).expect("/config");
+    serde_json::from_slice(&resp.body).expect("/config is JSON")
 }
 
 fn spawn(dir: &std::path::Path, upgrade: bool, log: &str, rust_log: &str) -> Child {
