@@ -4,6 +4,7 @@
 //! A `Config` is only ever built whole by [`load`] (or [`from_yaml`]); the
 //! roles read it through an `Arc` snapshot, so a reload swaps it atomically.
 
+pub mod overrides;
 pub mod policy;
 pub mod schema;
 pub mod secret;
@@ -340,16 +341,40 @@ pub fn from_yaml(text: &str) -> Result<Config, Problems> {
             e.into_inner()
         })
     })
-    .map_err(|e| {
-        let path = if path.is_empty() || path == "." { "(root)".to_owned() } else { path.clone() };
-        // No source snippet: the lines around a mistake may hold inline
-        // secrets. Nor the value of a mistyped secret.
-        let message = if path.ends_with(".secret") {
-            "must be a string: 64 hex digits, env:NAME or file:PATH".to_owned()
-        } else {
-            e.without_snippet().to_string()
-        };
-        Problems(vec![Problem { path, message }])
-    })?;
+    .map_err(|e| schema_problem(&path, e.without_snippet().to_string()))?;
     validate::validate(file)
+}
+
+/// Parses config text, applies the environment's overrides
+/// ([`overrides`]: `FASTPROXY__…` among `vars`) and validates the result;
+/// also returns the overrides applied.
+pub fn from_yaml_with_env(
+    text: &str,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Config, Vec<overrides::Override>), Problems> {
+    let vars = overrides::select(vars);
+    if vars.is_empty() {
+        return from_yaml(text).map(|c| (c, Vec::new()));
+    }
+    let mut tree: serde_json::Value = serde_saphyr::from_str(text)
+        .map_err(|e| Problems(vec![Problem { path: "(root)".to_owned(), message: e.without_snippet().to_string() }]))?;
+    let applied = overrides::apply(&mut tree, &vars).map_err(Problems)?;
+    let mut path = String::new();
+    let file: schema::File = serde_path_to_error::deserialize(tree).map_err(|e| {
+        path = e.path().to_string();
+        schema_problem(&path, e.into_inner().to_string())
+    })?;
+    validate::validate(file).map(|c| (c, applied))
+}
+
+/// A schema error at `path`. No source snippet: the lines around a mistake
+/// may hold inline secrets. Nor the value of a mistyped secret.
+fn schema_problem(path: &str, message: String) -> Problems {
+    let path = if path.is_empty() || path == "." { "(root)".to_owned() } else { path.to_owned() };
+    let message = if path.ends_with(".secret") {
+        "must be a string: 64 hex digits, env:NAME or file:PATH".to_owned()
+    } else {
+        message
+    };
+    Problems(vec![Problem { path, message }])
 }

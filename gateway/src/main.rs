@@ -87,9 +87,19 @@ fn main() -> ExitCode {
     logging::init();
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Check) => match config::load(&cli.config) {
-            Ok(_) => {
-                println!("{}: ok", cli.config);
+        Some(Command::Check) => match reload::read_config(&cli.config)
+            .map_err(|e| config::Problems(vec![config::Problem { path: cli.config.clone(), message: e }]))
+            .and_then(|text| config::from_yaml_with_env(&text, std::env::vars()))
+        {
+            Ok((_, overrides)) => {
+                for o in &overrides {
+                    println!("{} = {}  (from the environment: {})", o.path, o.shown, o.var);
+                }
+                println!(
+                    "{}: ok ({} value(s) from the environment, the rest from the file)",
+                    cli.config,
+                    overrides.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(problems) => {
@@ -120,7 +130,11 @@ fn main() -> ExitCode {
 /// Loads the config, builds the roles it asks for, and runs Pingora.
 fn run(cli: Cli) -> Result<(), String> {
     let text = reload::read_config(&cli.config)?;
-    let config = config::from_yaml(&text).map_err(|p| format!("{}: {} problem(s)\n{p}", cli.config, p.0.len()))?;
+    let (config, overrides) = config::from_yaml_with_env(&text, std::env::vars())
+        .map_err(|p| format!("{}: {} problem(s)\n{p}", cli.config, p.0.len()))?;
+    for o in &overrides {
+        log::info!("config: {} = {} from the environment ({})", o.path, o.shown, o.var);
+    }
     let metrics = Arc::new(metrics::Metrics::register().map_err(|e| format!("registering metrics: {e}"))?);
     let origin = state::Origin::new(1, text.as_bytes());
     drop(text);

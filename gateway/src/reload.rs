@@ -76,7 +76,8 @@ impl Reloader {
     fn try_reload(&self, trigger: &'static str) -> Result<u64, Failure> {
         let fail = |result, message: String| Failure { result, message, trigger, at_ms: now_ms() };
         let text = read_config(&self.path).map_err(|e| fail("invalid", e))?;
-        let config = config::from_yaml(&text).map_err(|p| fail("invalid", p.to_string()))?;
+        let (config, _) =
+            config::from_yaml_with_env(&text, std::env::vars()).map_err(|p| fail("invalid", p.to_string()))?;
         let current = self.shared.load();
         let fixed = config::needs_restart(&current.config, &config);
         if !fixed.is_empty() {

@@ -391,3 +391,37 @@ fn an_upgrade_under_load_loses_no_request() {
     assert!(ok > 100, "the load ran ({ok})");
     assert_eq!(failed, 0, "requests failed during the upgrades");
 }
+
+#[test]
+fn check_shows_the_values_set_from_the_environment() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/fastproxy.yaml");
+    let run = |vars: &[(&str, &str)]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fastproxy"))
+            .args(["check", "-f", conf])
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let secret = "0f0e0d0c0b0a09080706050403020100f0e0d0c0b0a090807060504030201000";
+    let (code, text) = run(&[
+        ("FASTPROXY__OUTBOUND__CALLERS__song_service__CODEC", "snappy"),
+        ("FASTPROXY__OUTBOUND__IDLE_TIMEOUT", "30s"),
+        ("FASTPROXY__KEYS__AEAD__room-v2__SECRET", secret),
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("outbound.callers.song_service.codec = snappy  (from the environment: FASTPROXY__OUTBOUND__CALLERS__song_service__CODEC)"),
+        "{text}"
+    );
+    assert!(text.contains("outbound.idle_timeout = 30s"), "{text}");
+    assert!(text.contains("keys.aead.room-v2.secret = <redacted>") && !text.contains(secret), "{text}");
+    assert!(text.contains("3 value(s) from the environment"), "{text}");
+    // An override is checked like the file: a wrong value or field is named.
+    let (code, text) = run(&[("FASTPROXY__OUTBOUND__CALLERS__song_service__CODEC", "lzma")]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("outbound.callers.song_service.codec"), "{text}");
+    let (code, text) = run(&[("FASTPROXY__OUTBOUND__IDLE_TIMEUOT", "30s")]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("idle_timeuot") && text.contains("unknown field"), "{text}");
+}
