@@ -34,9 +34,11 @@ pub struct Failure {
     pub at_ms: u64,
 }
 
-/// Reloads the config file into the shared generation.
+/// Reloads the config into the shared generation: from its file, or (for an
+/// embedding application) from YAML text or a [`config::Config`] it built.
 pub struct Reloader {
-    path: String,
+    /// The config file, when the config came from one.
+    path: Option<String>,
     shared: Shared,
     metrics: Arc<Metrics>,
     /// One reload at a time; holds the last failure since the last success.
@@ -44,16 +46,47 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// A reloader of the file at `path` into `shared`.
-    pub fn new(path: &str, shared: Shared, metrics: Arc<Metrics>) -> Self {
-        Reloader { path: path.to_owned(), shared, metrics, last_failure: Mutex::new(None) }
+    /// A reloader into `shared`, of the file at `path` when there is one.
+    pub fn new(path: Option<&str>, shared: Shared, metrics: Arc<Metrics>) -> Self {
+        Reloader { path: path.map(str::to_owned), shared, metrics, last_failure: Mutex::new(None) }
     }
 
     /// Reads the config file again and, if it is valid and can be applied
     /// live, makes it the current generation; returns its number.
     pub fn reload(&self, trigger: &'static str) -> Result<u64, Failure> {
+        self.record(trigger, || {
+            let path = self.path.as_deref().ok_or(("invalid", "the config did not come from a file".to_owned()))?;
+            let text = read_config(path).map_err(|e| ("invalid", e))?;
+            let (config, _) =
+                config::from_yaml_with_env(&text, std::env::vars()).map_err(|p| ("invalid", p.to_string()))?;
+            self.install(config, text.as_bytes(), trigger)
+        })
+    }
+
+    /// Makes `text` (config YAML, environment overrides applied) the current
+    /// generation, if it is valid and can be applied live.
+    pub fn reload_yaml(&self, text: &str, trigger: &'static str) -> Result<u64, Failure> {
+        self.record(trigger, || {
+            let (config, _) =
+                config::from_yaml_with_env(text, std::env::vars()).map_err(|p| ("invalid", p.to_string()))?;
+            self.install(config, text.as_bytes(), trigger)
+        })
+    }
+
+    /// Makes `config` (checked, built in code) the current generation, if it
+    /// can be applied live.
+    pub fn reload_config(&self, config: config::Config, trigger: &'static str) -> Result<u64, Failure> {
+        self.record(trigger, || self.install(config, b"", trigger))
+    }
+
+    /// Runs one reload attempt, one at a time, and records its outcome.
+    fn record(
+        &self,
+        trigger: &'static str,
+        attempt: impl FnOnce() -> Result<u64, (&'static str, String)>,
+    ) -> Result<u64, Failure> {
         let mut last = self.last_failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let outcome = self.try_reload(trigger);
+        let outcome = attempt().map_err(|(result, message)| Failure { result, message, trigger, at_ms: now_ms() });
         match &outcome {
             Ok(number) => {
                 *last = None;
@@ -73,21 +106,23 @@ impl Reloader {
         outcome
     }
 
-    fn try_reload(&self, trigger: &'static str) -> Result<u64, Failure> {
-        let fail = |result, message: String| Failure { result, message, trigger, at_ms: now_ms() };
-        let text = read_config(&self.path).map_err(|e| fail("invalid", e))?;
-        let (config, _) =
-            config::from_yaml_with_env(&text, std::env::vars()).map_err(|p| fail("invalid", p.to_string()))?;
+    /// Refuses what needs an upgrade, builds the next generation, swaps it in.
+    fn install(
+        &self,
+        config: config::Config,
+        source: &[u8],
+        trigger: &'static str,
+    ) -> Result<u64, (&'static str, String)> {
         let current = self.shared.load();
         let fixed = config::needs_restart(&current.config, &config);
         if !fixed.is_empty() {
-            return Err(fail("refused", config::Problems(fixed).to_string()));
+            return Err(("refused", config::Problems(fixed).to_string()));
         }
-        let origin = Origin::new(current.origin.number + 1, text.as_bytes());
+        let origin = Origin::new(current.origin.number + 1, source);
         let number = origin.number;
         let (next, report) = current
             .next(config, origin, &self.metrics)
-            .map_err(|e| fail("error", format!("building upstream pools: {e}")))?;
+            .map_err(|e| ("error", format!("building upstream pools: {e}")))?;
         self.shared.store(Arc::new(next));
         log::info!(
             "config reload ({trigger}): pools kept {:?}, changed {:?}, added {:?}, removed {:?}",
@@ -110,7 +145,7 @@ impl Reloader {
                 "number": snap.origin.number,
                 "sha256": snap.origin.sha256,
                 "loaded_at_ms": snap.origin.loaded_at_ms,
-                "file": self.path,
+                "file": self.path.as_deref().unwrap_or("(given by the embedding application)"),
             },
             "last_reload_error": failure.map(|f| json!({
                 "result": f.result,
@@ -123,7 +158,7 @@ impl Reloader {
 
     /// The files a watch looks at: the config file and its `file:` secrets.
     fn watched(&self) -> Vec<String> {
-        let mut files = vec![self.path.clone()];
+        let mut files: Vec<String> = self.path.iter().cloned().collect();
         files.extend(self.shared.load().config.secret_files.iter().cloned());
         files
     }

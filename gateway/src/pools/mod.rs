@@ -184,7 +184,7 @@ impl Pool {
     }
 
     /// Backends in the pool.
-    pub fn len(&self) -> usize {
+    pub fn backend_count(&self) -> usize {
         self.members.len()
     }
 

@@ -102,6 +102,26 @@ pub struct Accepted {
 }
 
 impl Accepted {
+    /// The verified caller.
+    pub fn caller(&self) -> &str {
+        &self.caller
+    }
+
+    /// The callee service.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The signed body length, when the sender knew it.
+    pub fn length(&self) -> Option<u64> {
+        self.length
+    }
+
+    /// True when the body arrives encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.aead.is_some()
+    }
+
     /// Whom a signed refusal of this request answers (`None` in passthrough).
     fn reply_to(&self) -> Option<ReplyTo> {
         (!self.passthrough).then(|| ReplyTo {
@@ -203,7 +223,8 @@ impl ProxyHttp for Inbound {
         }
         // After an upgrade: not before the replaced process handed its cache over.
         self.replay.ready().await;
-        let result = match self.accept(session, &mut ctx.known, &mut ctx.reply_to) {
+        let snap = self.shared.load_full();
+        let result = match Self::accept(snap, &self.replay, session.req_header(), &mut ctx.known, &mut ctx.reply_to) {
             Ok((accepted, None)) => Ok((accepted, Body::Plain)),
             Ok((accepted, Some(opener))) => {
                 match verify_small_body(session, opener, accepted.length, &self.opened).await {
@@ -406,15 +427,17 @@ impl Inbound {
     /// signature, caller and its keys, freshness and replay, rules and rate,
     /// deadline. Once the signature verified, a refusal is signed: `reply_to`
     /// says for whom.
-    fn accept(
-        &self,
-        session: &mut Session,
+    ///
+    /// Pure but for the replay cache it remembers the nonce in: it reads and
+    /// sends nothing, so it can be tested without a server.
+    pub fn accept(
+        snap: Arc<Snapshot>,
+        replay: &ReplayState,
+        req: &RequestHeader,
         known: &mut super::Known,
         reply_to: &mut Option<ReplyTo>,
     ) -> Result<(Accepted, Option<Opener>), ProxyError> {
-        let snap = self.shared.load_full();
         let inb = snap.config.inbound.as_ref().ok_or(ProxyError::Internal)?;
-        let req = session.req_header();
         if req.headers.contains_key("upgrade") {
             return Err(ProxyError::BadRequest("protocol upgrades are not supported"));
         }
@@ -432,7 +455,7 @@ impl Inbound {
         let header = h::envelope_header(&req.headers).map_err(ProxyError::Request)?;
         let (env, sig) = Envelope::parse_request(header, method, service, below, query).map_err(ProxyError::Request)?;
         let verified = snap.config.keys.verify(&env, &sig).map_err(ProxyError::Request)?;
-        let admitted = self.admit(&snap, &env, verified, known, service_name.clone(), pool);
+        let admitted = Self::admit(&snap, replay, &env, verified, known, service_name.clone(), pool);
         if admitted.is_err() {
             *reply_to = Some(ReplyTo::of(&env));
         }
@@ -442,8 +465,8 @@ impl Inbound {
     /// The checks after the signature verified: caller and keys, freshness and
     /// replay, rules and rate, deadline, size.
     fn admit(
-        &self,
         snap: &Arc<Snapshot>,
+        replay: &ReplayState,
         env: &Envelope<'_>,
         verified: filters::Verified,
         known: &mut super::Known,
@@ -460,7 +483,7 @@ impl Inbound {
         policy.check_protection(env).map_err(ProxyError::Denied)?;
         known.caller = Some(caller.clone());
         let now = now_ms();
-        self.replay.check(env.caller, &env.nonce, env.timestamp_ms, now).map_err(ProxyError::Request)?;
+        replay.check(env.caller, &env.nonce, env.timestamp_ms, now).map_err(ProxyError::Request)?;
         policy.authorize(env.service, below, method).map_err(ProxyError::Denied)?;
         if env.deadline_ms.is_some_and(|d| d <= now) {
             return Err(ProxyError::DeadlineExceeded);

@@ -136,7 +136,7 @@ impl Attempts {
     fn blame(&mut self, exclude_last: bool) -> bool {
         let (Some(pool), Some(addr)) = (&self.pool, self.current) else { return false };
         pool.report(addr, Outcome::Failure);
-        let others_left = self.failed.len() + 1 < pool.len();
+        let others_left = self.failed.len() + 1 < pool.backend_count();
         if !self.failed.contains(&addr) && (exclude_last || others_left) {
             self.failed.push(addr);
         }

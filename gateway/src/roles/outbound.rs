@@ -138,7 +138,8 @@ impl ProxyHttp for Outbound {
         if let Some(out) = self.shared.load().config.outbound.as_ref() {
             super::connection_timeouts(session, self.draining.is_on(), out.idle_timeout_s, out.body_timeout);
         }
-        let result = match self.plan(session, &mut ctx.known) {
+        let body_empty = session.is_body_empty();
+        let result = match plan(self.shared.load_full(), session.req_header(), body_empty, &mut ctx.known) {
             Ok(plan) => read_small_body(session, &plan).await.map(|small| (plan, small)),
             Err(e) => Err(e),
         };
@@ -312,71 +313,102 @@ impl ProxyHttp for Outbound {
     }
 }
 
-impl Outbound {
-    /// Routes the request and decides how to seal it. Nothing is sent yet.
-    fn plan(&self, session: &mut Session, known: &mut super::Known) -> Result<Plan, ProxyError> {
-        let snap = self.shared.load_full();
-        let body_empty = session.is_body_empty();
-        let out = snap.config.outbound.as_ref().ok_or(ProxyError::Internal)?;
-        let req = session.req_header();
-        if req.headers.contains_key("upgrade") {
-            return Err(ProxyError::BadRequest("protocol upgrades are not supported"));
+/// Routes an app's request (its head `req`; `body_empty` when it has no
+/// body) under generation `snap` and decides how to seal it. Pure: nothing
+/// is read or sent, so it can be tested without a server. What it learns of
+/// the caller and service is noted in `known`, for the logs, even when it
+/// refuses.
+pub fn plan(
+    snap: Arc<Snapshot>,
+    req: &RequestHeader,
+    body_empty: bool,
+    known: &mut super::Known,
+) -> Result<Plan, ProxyError> {
+    let out = snap.config.outbound.as_ref().ok_or(ProxyError::Internal)?;
+    if req.headers.contains_key("upgrade") {
+        return Err(ProxyError::BadRequest("protocol upgrades are not supported"));
+    }
+    // What the inbound proxy would refuse is refused here, before sealing.
+    if req.headers.len() > out.max_header_count || h::head_len(req) > out.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    let path = req.uri.path();
+    let (service, _) = h::split_target(path)?;
+    h::check_path(path)?;
+    let (service, route) = out.routes.get_key_value(service).ok_or(ProxyError::UnknownService)?;
+    known.service = Some(service.clone());
+    let pool = snap.pools.get(&route.upstream).ok_or(ProxyError::Internal)?.clone();
+    let asked = match &out.caller {
+        Some(fixed) => fixed,
+        None => h::header_str(&req.headers, &out.caller_header).ok_or(ProxyError::MissingCaller)?,
+    };
+    let (caller, seal) = out.callers.get_key_value(asked).ok_or(ProxyError::UnknownCaller)?;
+    let (caller, seal) = (caller.clone(), seal.clone());
+    known.caller = Some(caller.clone());
+    let deadline_ms = match h::header_str(&req.headers, &out.timeout_header) {
+        Some(t) => {
+            let ms: u64 = t.trim().parse().map_err(|_| ProxyError::BadRequest("invalid timeout header"))?;
+            Some(now_ms().saturating_add(ms))
         }
-        // What the inbound proxy would refuse is refused here, before sealing.
-        if req.headers.len() > out.max_header_count || h::head_len(req) > out.max_header_bytes {
-            return Err(ProxyError::HeadersTooLarge);
+        None => route.timeout.map(|d| now_ms().saturating_add(d.as_millis() as u64)),
+    };
+    let length = if body_empty { Some(0) } else { h::content_length(&req.headers) };
+    if length.is_some_and(|n| n > out.max_body) {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    let content_type = match req.headers.get(::http::header::CONTENT_TYPE) {
+        None => None,
+        Some(ct) if ct.len() > filters::envelope::MAX_CONTENT_TYPE_LEN => {
+            return Err(ProxyError::BadRequest("content-type too long"))
         }
-        let path = req.uri.path();
-        let (service, _) = h::split_target(path)?;
-        h::check_path(path)?;
-        let (service, route) = out.routes.get_key_value(service).ok_or(ProxyError::UnknownService)?;
-        known.service = Some(service.clone());
-        let pool = snap.pools.get(&route.upstream).ok_or(ProxyError::Internal)?.clone();
-        let asked = match &out.caller {
-            Some(fixed) => fixed,
-            None => h::header_str(&req.headers, &out.caller_header).ok_or(ProxyError::MissingCaller)?,
-        };
-        let (caller, seal) = out.callers.get_key_value(asked).ok_or(ProxyError::UnknownCaller)?;
-        let (caller, seal) = (caller.clone(), seal.clone());
-        known.caller = Some(caller.clone());
-        let deadline_ms = match h::header_str(&req.headers, &out.timeout_header) {
-            Some(t) => {
-                let ms: u64 = t.trim().parse().map_err(|_| ProxyError::BadRequest("invalid timeout header"))?;
-                Some(now_ms().saturating_add(ms))
-            }
-            None => route.timeout.map(|d| now_ms().saturating_add(d.as_millis() as u64)),
-        };
-        let length = if body_empty { Some(0) } else { h::content_length(&req.headers) };
-        if length.is_some_and(|n| n > out.max_body) {
-            return Err(ProxyError::BodyTooLarge);
-        }
-        let content_type = match req.headers.get(::http::header::CONTENT_TYPE) {
-            None => None,
-            Some(ct) if ct.len() > filters::envelope::MAX_CONTENT_TYPE_LEN => {
-                return Err(ProxyError::BadRequest("content-type too long"))
-            }
-            Some(ct) if ct.to_str().is_err() => {
-                return Err(ProxyError::BadRequest("content-type is not visible ASCII"))
-            }
-            Some(ct) => Some(ct.clone()),
-        };
-        let local_deadline_ms = super::effective_deadline(deadline_ms, &pool, now_ms());
-        Ok(Plan {
-            local_deadline_ms,
-            caller,
-            service: service.clone(),
-            seal,
-            pool,
-            deadline_ms,
-            length,
-            content_type,
-            max_body: out.max_body,
-            max_response_body: out.max_response_body,
-            passthrough: out.dangerous_passthrough,
-            snap: snap.clone(),
-        })
+        Some(ct) if ct.to_str().is_err() => return Err(ProxyError::BadRequest("content-type is not visible ASCII")),
+        Some(ct) => Some(ct.clone()),
+    };
+    let local_deadline_ms = super::effective_deadline(deadline_ms, &pool, now_ms());
+    Ok(Plan {
+        local_deadline_ms,
+        caller,
+        service: service.clone(),
+        seal,
+        pool,
+        deadline_ms,
+        length,
+        content_type,
+        max_body: out.max_body,
+        max_response_body: out.max_response_body,
+        passthrough: out.dangerous_passthrough,
+        snap: snap.clone(),
+    })
+}
+
+impl Plan {
+    /// The caller the request is sealed for.
+    pub fn caller(&self) -> &str {
+        &self.caller
     }
 
+    /// The callee service.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The pool of inbound proxies it goes to.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The caller's deadline, signed and sent on (ms since the epoch).
+    pub fn deadline_ms(&self) -> Option<u64> {
+        self.deadline_ms
+    }
+
+    /// The body length signed, when known before the body.
+    pub fn length(&self) -> Option<u64> {
+        self.length
+    }
+}
+
+impl Outbound {
     /// Signs this attempt's envelope (fresh nonce), writes the protocol
     /// headers and the body framing, and prepares the sealer.
     fn seal_request(&self, session: &Session, up: &mut RequestHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
