@@ -354,3 +354,40 @@ fn a_replay_across_a_reload_is_refused() {
     assert_eq!(pair.inbound.reload(pair.in_admin, &other)["generation"]["number"], 2);
     assert_eq!(deliver(), (401, Some("replay".to_owned())));
 }
+
+#[test]
+fn a_watched_config_and_its_secret_files_reload_on_their_own() {
+    let pair = Pair::start(Options::default());
+    let base = pair.inbound.config_text();
+    // Switch the watch on (a reload setting is live), with a secret moved to a file.
+    let key_file = pair.inbound.dir.join("chacha.key");
+    std::fs::write(&key_file, format!("{}\n", crate::harness::config::CHACHA_V1)).unwrap();
+    let watched = replace(
+        &format!("{base}reload: {{ watch: true, poll: 200ms }}\n"),
+        &format!("secret: \"{}\"", crate::harness::config::CHACHA_V1),
+        &format!("secret: \"file:{}\"", key_file.display()),
+    );
+    assert_eq!(pair.inbound.reload(pair.in_admin, &watched)["generation"]["number"], 2);
+    let wait_for = |n: u64| {
+        let start = Instant::now();
+        while generation(pair.in_admin) != n {
+            assert!(start.elapsed() < Duration::from_secs(3), "generation {n} never came:\n{}", pair.inbound.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        start.elapsed()
+    };
+    // The file changes, no signal: reloaded within a few polls.
+    let edited = edit_line(&watched, "    acl:", "path: /api/allowed", "path: /api/allowed2");
+    let tmp = pair.inbound.dir.join("fastproxy.yaml.new");
+    std::fs::write(&tmp, &edited).unwrap();
+    std::fs::rename(&tmp, pair.inbound.dir.join("fastproxy.yaml")).unwrap();
+    let took = wait_for(3);
+    // A secret file it names changes: reloaded too.
+    std::fs::write(&key_file, "0f0e0d0c0b0a09080706050403020100f0e0d0c0b0a090807060504030201000\n").unwrap();
+    let took_secret = wait_for(4);
+    eprintln!("config change live after {took:?}, secret file change after {took_secret:?}");
+    assert!(pair.inbound.log().contains("config reload (watch): generation 4 is live"), "{}", pair.inbound.log());
+    // Unchanged files: no more reloads.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(generation(pair.in_admin), 4);
+}

@@ -12,7 +12,7 @@ pub const ALGS: [(&str, Option<&str>); 3] = [("aes", Some("room-v2")), ("chacha"
 pub const CODECS: [&str; 5] = ["none", "snappy", "gzip", "brotli", "zstd"];
 
 pub const ROOM_V2: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-const CHACHA_V1: &str = "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f";
+pub const CHACHA_V1: &str = "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f";
 const SIGN_V1: &str = "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f";
 const GHOST: &str = "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f";
 
