@@ -4,6 +4,7 @@
 //! A `Config` is only ever built whole by [`load`] (or [`from_yaml`]); the
 //! roles read it through an `Arc` snapshot, so a reload swaps it atomically.
 
+mod name;
 pub mod overrides;
 pub mod policy;
 pub mod schema;
@@ -22,9 +23,7 @@ use filters::{Algorithm, Codec, CompressOptions, KeyRing};
 
 use crate::policy::CallerPolicy;
 
-/// A configured name (service, caller, key id), shared by every request that
-/// refers to it instead of copied into each.
-pub type Name = Arc<str>;
+pub use name::Name;
 
 /// A checked configuration.
 pub struct Config {

@@ -14,7 +14,7 @@ pub struct CallerPolicy {
     /// Bodies must be encrypted.
     pub require_encrypt: bool,
     /// Key ids the caller may use (encryption and signing).
-    pub keys: HashSet<crate::Name>,
+    pub keys: HashSet<crate::name::Name>,
     /// Rules, first match wins.
     pub rules: Vec<Rule>,
 }

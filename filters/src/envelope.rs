@@ -13,7 +13,7 @@
 use crate::aead::Algorithm;
 use crate::codec::Codec;
 use crate::error::{Error, Limit, Result};
-use crate::sign::Signature;
+use crate::signature::Signature;
 
 /// The protocol version this crate speaks, as carried in the `v` field.
 pub const VERSION: &str = "1";

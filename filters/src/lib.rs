@@ -34,6 +34,7 @@ pub mod record;
 pub mod refusal;
 pub mod replay;
 pub mod sign;
+pub mod signature;
 
 pub use aead::Algorithm;
 pub use codec::{Codec, CompressOptions};
@@ -43,7 +44,7 @@ pub use keys::{AeadKey, KeyRing, SignKey};
 pub use message::Verified;
 pub use record::{sealed_len, Limits, Opener, Sealer, MAX_EXPANSION, RECORD_MAX};
 pub use replay::ReplayGuard;
-pub use sign::Signature;
+pub use signature::Signature;
 
 /// Compares two byte strings in time that depends only on their lengths
 /// (`subtle`, which keeps the optimiser from short-circuiting the loop).

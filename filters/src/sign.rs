@@ -10,20 +10,10 @@ use ring::hmac;
 use crate::envelope::{Envelope, Target, NONCE_LEN};
 use crate::error::{Error, Result};
 use crate::keys::SignKey;
+pub use crate::signature::Signature;
 
 /// Domain label: the first canonical field.
 pub const LABEL: &[u8] = b"fastproxy/1";
-
-/// An HMAC-SHA256 signature over an envelope's canonical form.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Signature(pub [u8; 32]);
-
-impl std::fmt::Debug for Signature {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut buf = [0u8; 64];
-        f.write_str(crate::hex::encode_into(&self.0, &mut buf))
-    }
-}
 
 /// Where canonical bytes go: a MAC context when signing, a buffer when
 /// showing the canonical form (spec, test vectors).

@@ -290,3 +290,38 @@ pub async fn write(session: &mut Session, header: ResponseHeader, body: Bytes) -
 pub fn to_pingora(err: &ProxyError) -> Box<pingora::Error> {
     pingora::Error::explain(pingora::ErrorType::HTTPStatus(err.status()), err.code())
 }
+
+/// Maps a Pingora failure to the error the caller sees. `decided` is the
+/// error a hook already chose, if any.
+pub fn classify(decided: Option<&ProxyError>, e: &pingora::Error, deadline_ms: Option<u64>) -> Option<ProxyError> {
+    if let Some(d) = decided {
+        return Some(d.clone());
+    }
+    if deadline_ms.is_some_and(|d| crate::http_util::now_ms() >= d) && e.esource() == &pingora::ErrorSource::Upstream {
+        return Some(ProxyError::DeadlineExceeded);
+    }
+    if e.esource() == &pingora::ErrorSource::Downstream && e.etype() == &pingora::ErrorType::ReadTimedout {
+        return Some(ProxyError::RequestTimeout);
+    }
+    Some(match e.etype() {
+        pingora::ErrorType::ConnectTimedout
+        | pingora::ErrorType::ConnectRefused
+        | pingora::ErrorType::ConnectNoRoute
+        | pingora::ErrorType::ConnectError
+        | pingora::ErrorType::TLSHandshakeFailure
+        | pingora::ErrorType::TLSHandshakeTimedout
+        | pingora::ErrorType::HandshakeError => ProxyError::UpstreamFailed,
+        pingora::ErrorType::ReadTimedout | pingora::ErrorType::WriteTimedout => ProxyError::UpstreamTimeout,
+        _ => match e.esource() {
+            pingora::ErrorSource::Upstream => ProxyError::UpstreamFailed,
+            // The client went away or sent garbage: nobody to answer.
+            pingora::ErrorSource::Downstream => match e.etype() {
+                pingora::ErrorType::ReadError
+                | pingora::ErrorType::WriteError
+                | pingora::ErrorType::ConnectionClosed => return None,
+                _ => ProxyError::BadRequest("malformed request"),
+            },
+            _ => ProxyError::Internal,
+        },
+    })
+}

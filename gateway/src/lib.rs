@@ -13,7 +13,7 @@ pub mod alloc;
 pub mod assemble;
 pub mod error;
 pub mod fd_limit;
-pub mod http;
+pub mod http_util;
 pub mod lifecycle;
 pub mod listener;
 pub mod logging;

@@ -13,7 +13,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use serde_json::json;
 
-use crate::http::now_ms;
+use crate::http_util::now_ms;
 use crate::metrics::Metrics;
 use crate::state::{Origin, Shared};
 

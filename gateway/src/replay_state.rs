@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use filters::{Nonce, ReplayGuard};
 
-use crate::http::now_ms;
+use crate::http_util::now_ms;
 
 const MAGIC: &[u8; 8] = b"FPRJ0001";
 const HEADER_LEN: u64 = 24;

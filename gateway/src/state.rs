@@ -28,7 +28,7 @@ impl Origin {
     /// The origin of generation `number`, loaded now from `source`.
     pub fn new(number: u64, source: &[u8]) -> Self {
         let digest = ring::digest::digest(&ring::digest::SHA256, source);
-        Origin { number, sha256: filters::hex::encode(digest.as_ref()), loaded_at_ms: crate::http::now_ms() }
+        Origin { number, sha256: filters::hex::encode(digest.as_ref()), loaded_at_ms: crate::http_util::now_ms() }
     }
 }
 

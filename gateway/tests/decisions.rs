@@ -46,12 +46,12 @@ fn the_outbound_role_plans_a_routed_request() {
         "/token_service/api/pay?x=1",
         &[("x-fp-caller", "song_service"), ("content-length", "10"), ("x-fp-timeout-ms", "500")],
     );
-    let before = fastproxy::http::now_ms();
+    let before = fastproxy::http_util::now_ms();
     let (plan, known) = plan(&req, false);
     let plan = plan.expect("a plan");
     assert_eq!((plan.caller(), plan.service(), plan.length()), ("song_service", "token_service", Some(10)));
     let deadline = plan.deadline_ms().expect("the caller's deadline");
-    assert!(deadline >= before + 500 && deadline <= fastproxy::http::now_ms() + 500);
+    assert!(deadline >= before + 500 && deadline <= fastproxy::http_util::now_ms() + 500);
     assert_eq!(known.caller.as_deref(), Some("song_service"));
     // No timeout header: the route's (10 s).
     let (plan, _) = plan_of(&[("x-fp-caller", "song_service")]);
@@ -97,7 +97,7 @@ fn sealed(snap: &Snapshot, method: &str, path: &str) -> String {
         codec: filters::Codec::None,
         protection: Protection::Encrypt { alg: filters::Algorithm::Aes256Gcm, key: "room-v2" },
         sign_key: "sign-v1",
-        timestamp_ms: fastproxy::http::now_ms(),
+        timestamp_ms: fastproxy::http_util::now_ms(),
         nonce: nonces.next_nonce(),
         length: Some(0),
         deadline_ms: None,

@@ -11,7 +11,6 @@
 //! `response_body_filter` (seal records).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use ::http::HeaderValue;
 use async_trait::async_trait;
@@ -27,10 +26,10 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, Result};
 
 use super::refuse::{self, ReplyTo};
-use super::{hex_prefix, Attempts, WIRE};
+use super::{hex_prefix, Exchange, WIRE};
 use crate::config::Name;
-use crate::error::{to_pingora, ProxyError, Role};
-use crate::http::{self as h, now_ms};
+use crate::error::{ProxyError, Role};
+use crate::http_util::{self as h, now_ms};
 use crate::lifecycle::Draining;
 use crate::metrics::Metrics;
 use crate::opened::OpenBudget;
@@ -173,15 +172,12 @@ enum Body {
 
 /// Per-request state.
 pub struct Ctx {
-    started: Instant,
-    known: super::Known,
+    ex: Exchange,
     accepted: Option<Accepted>,
     body: Body,
     body_started: bool,
-    attempts: Attempts,
     reply: Option<Sealer>,
     flush_records: bool,
-    error: Option<ProxyError>,
     /// Set when a verified request is refused before it was accepted: its
     /// refusal is signed for it.
     reply_to: Option<ReplyTo>,
@@ -199,15 +195,12 @@ impl ProxyHttp for Inbound {
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
-            started: Instant::now(),
-            known: super::Known::default(),
+            ex: Exchange::default(),
             accepted: None,
             body: Body::Empty,
             body_started: false,
-            attempts: Attempts::default(),
             reply: None,
             flush_records: false,
-            error: None,
             reply_to: None,
         }
     }
@@ -224,7 +217,8 @@ impl ProxyHttp for Inbound {
         // After an upgrade: not before the replaced process handed its cache over.
         self.replay.ready().await;
         let snap = self.shared.load_full();
-        let result = match Self::accept(snap, &self.replay, session.req_header(), &mut ctx.known, &mut ctx.reply_to) {
+        let result = match Self::accept(snap, &self.replay, session.req_header(), &mut ctx.ex.known, &mut ctx.reply_to)
+        {
             Ok((accepted, None)) => Ok((accepted, Body::Plain)),
             Ok((accepted, Some(opener))) => {
                 match verify_small_body(session, opener, accepted.length, &self.opened).await {
@@ -239,6 +233,7 @@ impl ProxyHttp for Inbound {
         };
         match result {
             Ok((accepted, body)) => {
+                ctx.ex.route(accepted.pool.clone(), accepted.caller.clone(), accepted.local_deadline_ms);
                 ctx.accepted = Some(accepted);
                 ctx.body = body;
                 Ok(false)
@@ -246,21 +241,18 @@ impl ProxyHttp for Inbound {
             Err(e) => {
                 log::debug!(target: "fastproxy::inbound", "refused: {}", e.code());
                 self.refuse(session, ctx, &e).await?;
-                ctx.error = Some(e);
+                ctx.ex.error = Some(e);
                 Ok(true)
             }
         }
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let acc = ctx.accepted.as_ref().ok_or_else(|| to_pingora(&ProxyError::Internal))?;
-        let key = super::hash_key(&acc.pool, &session.req_header().headers, &acc.caller);
-        ctx.attempts.next_peer(&acc.pool, &key, acc.local_deadline_ms).map_err(|e| super::fail(&mut ctx.error, e))
+        ctx.ex.next_peer(session)
     }
 
     fn fail_to_connect(&self, _s: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, e: Box<Error>) -> Box<Error> {
-        let deadline = ctx.accepted.as_ref().and_then(|a| a.local_deadline_ms);
-        ctx.attempts.connect_failed(e, deadline)
+        ctx.ex.connect_failed(e)
     }
 
     fn error_while_proxy(
@@ -271,14 +263,11 @@ impl ProxyHttp for Inbound {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
-        let e = e.more_context(format!("peer: {peer}"));
         // A streamed body's opener cannot rewind: once records went out, no retry.
         let rewindable = !matches!(ctx.body, Body::Streaming(_)) || !ctx.body_started;
         let replayable =
             session.req_header().method.is_idempotent() && rewindable && !session.as_ref().retry_buffer_truncated();
-        let deadline = ctx.accepted.as_ref().and_then(|a| a.local_deadline_ms);
-        let failure = super::Failure::new(session, ctx.error.as_ref(), replayable, client_reused);
-        ctx.attempts.failed_after_send(e, failure, deadline)
+        ctx.ex.failed_after_send(peer, session, e, replayable, client_reused)
     }
 
     async fn upstream_request_filter(
@@ -287,7 +276,7 @@ impl ProxyHttp for Inbound {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        restore_request(session, up, ctx).map_err(|e| super::fail(&mut ctx.error, e))
+        restore_request(session, up, ctx).map_err(|e| ctx.ex.fail(e))
     }
 
     async fn request_body_filter(
@@ -303,7 +292,7 @@ impl ProxyHttp for Inbound {
             Body::Empty => {
                 if body.as_ref().is_some_and(|b| !b.is_empty()) {
                     let e = ProxyError::Request(filters::Error::CorruptRecord);
-                    return Err(super::fail(&mut ctx.error, e));
+                    return Err(ctx.ex.fail(e));
                 }
             }
             Body::Streaming(opener) => {
@@ -322,7 +311,7 @@ impl ProxyHttp for Inbound {
                     // unauthenticated byte, nor a complete-looking body.
                     log::warn!(target: "fastproxy::inbound", "aborting request body: {e}");
                     let e = ProxyError::Request(e);
-                    return Err(super::fail(&mut ctx.error, e));
+                    return Err(ctx.ex.fail(e));
                 }
                 *body = if out.is_empty() && end_of_stream { None } else { Some(reservation.hold(out)) };
                 self.metrics.set_opened(self.opened.in_use());
@@ -337,8 +326,8 @@ impl ProxyHttp for Inbound {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        ctx.attempts.responded(resp.status.as_u16());
-        self.seal_response(session, resp, ctx).map_err(|e| super::fail(&mut ctx.error, e))
+        ctx.ex.attempts.responded(resp.status.as_u16());
+        self.seal_response(session, resp, ctx).map_err(|e| ctx.ex.fail(e))
     }
 
     async fn response_filter(&self, session: &mut Session, _resp: &mut ResponseHeader, _ctx: &mut Ctx) -> Result<()> {
@@ -355,8 +344,8 @@ impl ProxyHttp for Inbound {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
-        let deadline = ctx.accepted.as_ref().and_then(|a| a.local_deadline_ms);
-        super::check_body_deadline(&mut ctx.error, deadline, end_of_stream)?;
+        let deadline = ctx.ex.deadline_ms();
+        super::check_body_deadline(&mut ctx.ex.error, deadline, end_of_stream)?;
         let Some(sealer) = ctx.reply.as_mut() else { return Ok(None) };
         let mut out = BytesMut::new();
         let mut result = Ok(());
@@ -372,7 +361,7 @@ impl ProxyHttp for Inbound {
         if let Err(e) = result {
             log::warn!(target: "fastproxy::inbound", "aborting response: {e}");
             let e = ProxyError::UpstreamFailed;
-            return Err(super::fail(&mut ctx.error, e));
+            return Err(ctx.ex.fail(e));
         }
         if !out.is_empty() && log::log_enabled!(target: WIRE, log::Level::Debug) {
             log::debug!(target: WIRE, "sealed response body: {} bytes: {}", out.len(), hex_prefix(&out));
@@ -382,12 +371,7 @@ impl ProxyHttp for Inbound {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let deadline = ctx.accepted.as_ref().and_then(|a| a.local_deadline_ms);
-        let err = super::classify(ctx.error.as_ref(), e, deadline);
-        if ctx.error.is_none() {
-            ctx.error = err.clone();
-        }
-        let Some(err) = err else {
+        let Some(err) = ctx.ex.classify(e) else {
             return FailToProxy { error_code: 0, can_reuse_downstream: false };
         };
         if session.response_written().is_none() {
@@ -402,15 +386,7 @@ impl ProxyHttp for Inbound {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         self.metrics.set_opened(self.opened.in_use());
-        super::finish(
-            Role::Inbound,
-            session,
-            ctx.known.labels(),
-            ctx.started,
-            &ctx.attempts,
-            ctx.error.as_ref(),
-            &self.metrics,
-        );
+        ctx.ex.finish(Role::Inbound, session, &self.metrics);
     }
 }
 
@@ -573,10 +549,7 @@ impl Inbound {
         resp.remove_header("content-length");
         resp.remove_header("content-type");
 
-        let protection = match &acc.aead {
-            Some((key, alg)) => Protection::Encrypt { alg: *alg, key },
-            None => Protection::SignOnly,
-        };
+        let protection = super::protection(&acc.aead);
         let env = Envelope {
             target: Target::Response { status, request_nonce: acc.nonce },
             service: &acc.service,
@@ -593,10 +566,10 @@ impl Inbound {
         let (sig, sealer) = acc.snap.config.keys.seal(&env, CompressOptions::default()).map_err(ProxyError::Request)?;
         let value = env.header_value(&sig);
         log::debug!(target: WIRE, "sealed response: {status}\n  {HEADER}: {value}");
-        let mut r = resp.insert_header(HEADER, value);
+        resp.insert_header(HEADER, value).map_err(|_| ProxyError::Internal)?;
         if bodyless {
             if let (Some(n), true) = (length, *method == pingora::http::Method::HEAD) {
-                r = r.and(resp.insert_header("content-length", n.to_string()));
+                h::set_framing(resp, Some(n))?;
             }
         } else {
             let exact = match (length, acc.codec) {
@@ -604,15 +577,12 @@ impl Inbound {
                 (Some(n), Codec::None) => Some(filters::sealed_len(n)),
                 _ => None,
             };
-            r = r.and(match exact {
-                Some(n) => resp.insert_header("content-length", n.to_string()),
-                None => resp.insert_header("transfer-encoding", "chunked"),
-            });
+            // A response always says its length, an empty one too.
+            h::set_framing(resp, exact)?;
             if length != Some(0) {
-                r = r.and(resp.insert_header("content-type", h::SEALED_CONTENT_TYPE));
+                resp.insert_header("content-type", h::SEALED_CONTENT_TYPE).map_err(|_| ProxyError::Internal)?;
             }
         }
-        r.map_err(|_: Box<Error>| ProxyError::Internal)?;
         // Unknown length: a streaming response (events, long poll) — every
         // chunk goes out as its own record at once.
         ctx.flush_records = length.is_none();
@@ -645,12 +615,11 @@ fn restore_request(session: &Session, up: &mut RequestHeader, ctx: &mut Ctx) -> 
         Body::Empty => Some(0),
         Body::Streaming(_) | Body::Plain => acc.length,
     };
-    r = r.and(match length {
-        Some(0) if !h::method_has_body(&session.req_header().method) => Ok(()),
-        Some(n) => up.insert_header("content-length", n.to_string()),
-        None => up.insert_header("transfer-encoding", "chunked"),
-    });
-    r.map_err(|_| ProxyError::Internal)
+    r.map_err(|_| ProxyError::Internal)?;
+    if length == Some(0) && !h::method_has_body(&session.req_header().method) {
+        return Ok(());
+    }
+    h::set_framing(up, length)
 }
 
 /// Opens a small sealed body whole before the callee is contacted, so the

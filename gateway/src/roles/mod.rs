@@ -1,9 +1,12 @@
 //! The two `ProxyHttp` roles and what they share: upstream attempts, failure
 //! classification, error responses, access logs.
 
+mod exchange;
 pub mod inbound;
 pub mod outbound;
 pub mod refuse;
+
+pub use exchange::Exchange;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::config::{HashKey, Name};
 use crate::error::{self, ProxyError, Role};
-use crate::http::now_ms;
+use crate::http_util::now_ms;
 use crate::listener::head_clock;
 use crate::metrics::{Metrics, RequestRecord};
 use crate::pools::{InFlight, Outcome, Pool};
@@ -29,6 +32,16 @@ pub(crate) fn hex_prefix(data: &[u8]) -> String {
     let shown = &data[..data.len().min(48)];
     let more = if data.len() > shown.len() { "…" } else { "" };
     format!("{}{more}", filters::hex::encode(shown))
+}
+
+/// How a message is protected, from its encryption key and algorithm (none:
+/// sign-only). One place for the sealing of requests, responses and signed
+/// refusals.
+pub fn protection<K: AsRef<str>>(aead: &Option<(K, filters::Algorithm)>) -> filters::Protection<'_> {
+    match aead {
+        Some((key, alg)) => filters::Protection::Encrypt { alg: *alg, key: key.as_ref() },
+        None => filters::Protection::SignOnly,
+    }
 }
 
 /// Upstream attempts of one request: which backends were tried, the pool's
@@ -228,39 +241,6 @@ pub fn fail(slot: &mut Option<ProxyError>, e: ProxyError) -> Box<Error> {
     let pe = error::to_pingora(&e);
     *slot = Some(e);
     pe
-}
-
-/// Maps a Pingora failure to the error the caller sees. `decided` is the
-/// error a hook already chose, if any.
-pub fn classify(decided: Option<&ProxyError>, e: &Error, deadline_ms: Option<u64>) -> Option<ProxyError> {
-    if let Some(d) = decided {
-        return Some(d.clone());
-    }
-    if deadline_ms.is_some_and(|d| now_ms() >= d) && e.esource() == &ErrorSource::Upstream {
-        return Some(ProxyError::DeadlineExceeded);
-    }
-    if e.esource() == &ErrorSource::Downstream && e.etype() == &ErrorType::ReadTimedout {
-        return Some(ProxyError::RequestTimeout);
-    }
-    Some(match e.etype() {
-        ErrorType::ConnectTimedout
-        | ErrorType::ConnectRefused
-        | ErrorType::ConnectNoRoute
-        | ErrorType::ConnectError
-        | ErrorType::TLSHandshakeFailure
-        | ErrorType::TLSHandshakeTimedout
-        | ErrorType::HandshakeError => ProxyError::UpstreamFailed,
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout => ProxyError::UpstreamTimeout,
-        _ => match e.esource() {
-            ErrorSource::Upstream => ProxyError::UpstreamFailed,
-            // The client went away or sent garbage: nobody to answer.
-            ErrorSource::Downstream => match e.etype() {
-                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => return None,
-                _ => ProxyError::BadRequest("malformed request"),
-            },
-            _ => ProxyError::Internal,
-        },
-    })
 }
 
 /// The shared `fail_to_proxy`: answers with the JSON error unless a response

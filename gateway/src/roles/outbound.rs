@@ -9,23 +9,22 @@
 //! `response_body_filter` (open records).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use ::http::HeaderValue;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use filters::envelope::HEADER;
-use filters::{Envelope, Limits, Nonce, NonceSource, Opener, Protection, Sealer, Target};
+use filters::{Envelope, Limits, Nonce, NonceSource, Opener, Sealer, Target};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, Result};
 
-use super::{hex_prefix, Attempts, WIRE};
+use super::{hex_prefix, Exchange, WIRE};
 use crate::config::{Name, Seal};
-use crate::error::{self, to_pingora, ProxyError, Role, ERROR_CODE, ERROR_SOURCE};
-use crate::http::{self as h, now_ms};
+use crate::error::{self, ProxyError, Role, ERROR_CODE, ERROR_SOURCE};
+use crate::http_util::{self as h, now_ms};
 use crate::lifecycle::Draining;
 use crate::metrics::Metrics;
 use crate::pools::Pool;
@@ -93,10 +92,8 @@ enum Reply {
 
 /// Per-request state.
 pub struct Ctx {
-    started: Instant,
-    known: super::Known,
+    ex: Exchange,
     plan: Option<Plan>,
-    attempts: Attempts,
     /// Plaintext read up front (compressed small bodies).
     small_body: Option<Bytes>,
     /// The current attempt's whole sealed body, when sealed up front.
@@ -105,7 +102,6 @@ pub struct Ctx {
     body_in: u64,
     sent_nonce: Option<Nonce>,
     reply: Reply,
-    error: Option<ProxyError>,
 }
 
 #[async_trait]
@@ -120,17 +116,14 @@ impl ProxyHttp for Outbound {
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
-            started: Instant::now(),
-            known: super::Known::default(),
+            ex: Exchange::default(),
             plan: None,
-            attempts: Attempts::default(),
             small_body: None,
             presealed: None,
             sealer: None,
             body_in: 0,
             sent_nonce: None,
             reply: Reply::Pending,
-            error: None,
         }
     }
 
@@ -139,33 +132,31 @@ impl ProxyHttp for Outbound {
             super::connection_timeouts(session, self.draining.is_on(), out.idle_timeout_s, out.body_timeout);
         }
         let body_empty = session.is_body_empty();
-        let result = match plan(self.shared.load_full(), session.req_header(), body_empty, &mut ctx.known) {
+        let result = match plan(self.shared.load_full(), session.req_header(), body_empty, &mut ctx.ex.known) {
             Ok(plan) => read_small_body(session, &plan).await.map(|small| (plan, small)),
             Err(e) => Err(e),
         };
         match result {
             Ok((plan, small)) => {
+                ctx.ex.route(plan.pool.clone(), plan.caller.clone(), plan.local_deadline_ms);
                 ctx.plan = Some(plan);
                 ctx.small_body = small;
                 Ok(false)
             }
             Err(e) => {
                 error::respond(session, Role::Outbound, &e).await?;
-                ctx.error = Some(e);
+                ctx.ex.error = Some(e);
                 Ok(true)
             }
         }
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let plan = ctx.plan.as_ref().ok_or_else(|| to_pingora(&ProxyError::Internal))?;
-        let key = super::hash_key(&plan.pool, &session.req_header().headers, &plan.caller);
-        ctx.attempts.next_peer(&plan.pool, &key, plan.local_deadline_ms).map_err(|e| super::fail(&mut ctx.error, e))
+        ctx.ex.next_peer(session)
     }
 
     fn fail_to_connect(&self, _s: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, e: Box<Error>) -> Box<Error> {
-        let deadline = ctx.plan.as_ref().and_then(|p| p.local_deadline_ms);
-        ctx.attempts.connect_failed(e, deadline)
+        ctx.ex.connect_failed(e)
     }
 
     fn error_while_proxy(
@@ -176,7 +167,6 @@ impl ProxyHttp for Outbound {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
-        let e = e.more_context(format!("peer: {peer}"));
         // Safe to send again: an idempotent method whose body Pingora can
         // still replay (whole, not truncated), on a pooled connection that was
         // found closed (the inbound proxy never saw the request). A request
@@ -185,9 +175,7 @@ impl ProxyHttp for Outbound {
         // (OPERATIONS.md "Retries"). A POST never goes twice.
         let replayable =
             session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated() && client_reused;
-        let deadline = ctx.plan.as_ref().and_then(|p| p.local_deadline_ms);
-        let failure = super::Failure::new(session, ctx.error.as_ref(), replayable, client_reused);
-        ctx.attempts.failed_after_send(e, failure, deadline)
+        ctx.ex.failed_after_send(peer, session, e, replayable, client_reused)
     }
 
     async fn upstream_request_filter(
@@ -196,7 +184,7 @@ impl ProxyHttp for Outbound {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        self.seal_request(session, up, ctx).map_err(|e| super::fail(&mut ctx.error, e))
+        self.seal_request(session, up, ctx).map_err(|e| ctx.ex.fail(e))
     }
 
     async fn request_body_filter(
@@ -233,7 +221,7 @@ impl ProxyHttp for Outbound {
             Ok(())
         })();
         if let Err(e) = result {
-            return Err(super::fail(&mut ctx.error, e));
+            return Err(ctx.ex.fail(e));
         }
         if !out.is_empty() && log::log_enabled!(target: WIRE, log::Level::Debug) {
             log::debug!(target: WIRE, "sealed request body: {} bytes: {}", out.len(), hex_prefix(&out));
@@ -250,8 +238,8 @@ impl ProxyHttp for Outbound {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        ctx.attempts.responded(resp.status.as_u16());
-        self.open_response(session, resp, ctx).map_err(|e| super::fail(&mut ctx.error, e))
+        ctx.ex.attempts.responded(resp.status.as_u16());
+        self.open_response(session, resp, ctx).map_err(|e| ctx.ex.fail(e))
     }
 
     async fn response_filter(&self, session: &mut Session, _resp: &mut ResponseHeader, _ctx: &mut Ctx) -> Result<()> {
@@ -268,8 +256,8 @@ impl ProxyHttp for Outbound {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
-        let deadline = ctx.plan.as_ref().and_then(|p| p.local_deadline_ms);
-        super::check_body_deadline(&mut ctx.error, deadline, end_of_stream)?;
+        let deadline = ctx.ex.deadline_ms();
+        super::check_body_deadline(&mut ctx.ex.error, deadline, end_of_stream)?;
         match &mut ctx.reply {
             Reply::Open(opener) => {
                 let mut out = BytesMut::new();
@@ -282,7 +270,7 @@ impl ProxyHttp for Outbound {
                     // an unauthenticated or incomplete body.
                     let e = ProxyError::Response(e);
                     log::warn!(target: "fastproxy::outbound", "aborting response: {}", e.message());
-                    return Err(super::fail(&mut ctx.error, e));
+                    return Err(ctx.ex.fail(e));
                 }
                 *body = Some(out.freeze());
             }
@@ -292,24 +280,12 @@ impl ProxyHttp for Outbound {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let deadline = ctx.plan.as_ref().and_then(|p| p.local_deadline_ms);
-        let err = super::classify(ctx.error.as_ref(), e, deadline);
-        if ctx.error.is_none() {
-            ctx.error = err.clone();
-        }
+        let err = ctx.ex.classify(e);
         super::fail_to_proxy(session, Role::Outbound, err).await
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        super::finish(
-            Role::Outbound,
-            session,
-            ctx.known.labels(),
-            ctx.started,
-            &ctx.attempts,
-            ctx.error.as_ref(),
-            &self.metrics,
-        );
+        ctx.ex.finish(Role::Outbound, session, &self.metrics);
     }
 }
 
@@ -428,10 +404,7 @@ impl Outbound {
         let nonce = self.nonces.next_nonce();
         let req = session.req_header();
         let (_, below) = h::split_target(req.uri.path())?;
-        let protection = match &plan.seal.aead {
-            Some((key, alg)) => Protection::Encrypt { alg: *alg, key },
-            None => Protection::SignOnly,
-        };
+        let protection = super::protection(&plan.seal.aead);
         let env = Envelope {
             target: Target::Request { method: req.method.as_str(), path: below, query: req.uri.query().unwrap_or("") },
             service: &plan.service,
@@ -454,23 +427,11 @@ impl Outbound {
         ctx.sent_nonce = Some(nonce);
         ctx.presealed = None;
         ctx.sealer = None;
-        let framing = |up: &mut RequestHeader, len: Option<u64>| -> Result<(), ProxyError> {
-            let r = match len {
-                Some(0) => Ok(()),
-                Some(n) => up.insert_header("content-length", n.to_string()),
-                None => up.insert_header("transfer-encoding", "chunked"),
-            };
-            r.map_err(|_| ProxyError::Internal)?;
-            if len != Some(0) {
-                up.insert_header("content-type", h::SEALED_CONTENT_TYPE).map_err(|_| ProxyError::Internal)?;
-            }
-            Ok(())
-        };
         if let Some(plain) = &ctx.small_body {
             let mut sealed = BytesMut::with_capacity(plain.len() + filters::record::RECORD_OVERHEAD);
             sealer.seal(plain, &mut sealed).map_err(ProxyError::Request)?;
             sealer.finish(&mut sealed).map_err(ProxyError::Request)?;
-            framing(up, Some(sealed.len() as u64))?;
+            h::set_sealed_framing(up, Some(sealed.len() as u64))?;
             log::debug!(target: WIRE, "sealed request body: {} bytes: {}", sealed.len(), hex_prefix(&sealed));
             ctx.presealed = Some(sealed.freeze());
         } else {
@@ -479,7 +440,7 @@ impl Outbound {
                 (Some(0), _) => Some(0),
                 _ => None,
             };
-            framing(up, exact)?;
+            h::set_sealed_framing(up, exact)?;
             ctx.sealer = Some(sealer);
         }
         Ok(())
@@ -498,10 +459,7 @@ impl Outbound {
         if !resp.headers.contains_key(HEADER) {
             return Err(refused(resp));
         }
-        let protection = match &plan.seal.aead {
-            Some((key, alg)) => Protection::Encrypt { alg: *alg, key },
-            None => Protection::SignOnly,
-        };
+        let protection = super::protection(&plan.seal.aead);
         let request = Envelope {
             target: Target::Request { method: "", path: "", query: "" },
             service: &plan.service,
@@ -560,15 +518,12 @@ impl Outbound {
                 r = r.and(resp.insert_header("retry-after", secs.to_string()));
             }
         }
+        r.map_err(|_| ProxyError::Internal)?;
         match (bodyless, length) {
-            (true, Some(n)) if *method == pingora::http::Method::HEAD => {
-                r = r.and(resp.insert_header("content-length", n.to_string()))
-            }
-            (true, _) => {}
-            (false, Some(n)) => r = r.and(resp.insert_header("content-length", n.to_string())),
-            (false, None) => r = r.and(resp.insert_header("transfer-encoding", "chunked")),
+            (true, Some(n)) if *method == pingora::http::Method::HEAD => h::set_framing(resp, Some(n)),
+            (true, _) => Ok(()),
+            (false, length) => h::set_framing(resp, length),
         }
-        r.map_err(|_| ProxyError::Internal)
     }
 }
 

@@ -11,7 +11,7 @@ use filters::{Algorithm, Codec, CompressOptions, Envelope, KeyRing, Nonce, Nonce
 use pingora::proxy::Session;
 
 use crate::error::{self, ProxyError, Role};
-use crate::http::{self as h, now_ms};
+use crate::http_util::{self as h, now_ms};
 use crate::policy::Denial;
 
 /// What a signed refusal needs of the request it answers: who sent it, with
@@ -85,10 +85,7 @@ fn seal(err: &ProxyError, r: &ReplyTo, keys: &KeyRing, nonces: &NonceSource, met
         caller: &r.caller,
         content_type: &content_type,
         codec: r.codec,
-        protection: match &r.aead {
-            Some((key, alg)) => Protection::Encrypt { alg: *alg, key },
-            None => Protection::SignOnly,
-        },
+        protection: super::protection(&r.aead),
         sign_key: &r.sign_key,
         timestamp_ms: now_ms(),
         nonce: nonces.next_nonce(),

@@ -1,4 +1,5 @@
-//! HTTP helpers shared by both roles: request-target parsing, path safety,
+//! HTTP helpers shared by both roles (named apart from the `http` crate):
+//! request-target parsing, path safety,
 //! header hygiene, body framing.
 
 use ::http::{HeaderMap, HeaderName, Method};
@@ -94,6 +95,8 @@ pub trait MessageHeaders {
     fn map(&self) -> &HeaderMap;
     /// Removes every value of `name`.
     fn remove(&mut self, name: &HeaderName);
+    /// Sets `name` to `value`, replacing what it had.
+    fn set(&mut self, name: &'static str, value: String) -> pingora::Result<()>;
 }
 
 impl MessageHeaders for RequestHeader {
@@ -102,6 +105,9 @@ impl MessageHeaders for RequestHeader {
     }
     fn remove(&mut self, name: &HeaderName) {
         self.remove_header(name);
+    }
+    fn set(&mut self, name: &'static str, value: String) -> pingora::Result<()> {
+        self.insert_header(name, value)
     }
 }
 
@@ -112,6 +118,29 @@ impl MessageHeaders for ResponseHeader {
     fn remove(&mut self, name: &HeaderName) {
         self.remove_header(name);
     }
+    fn set(&mut self, name: &'static str, value: String) -> pingora::Result<()> {
+        self.insert_header(name, value)
+    }
+}
+
+/// Frames a message's body: `Content-Length` when its `length` is known,
+/// chunked when not. One place for every message the proxies rewrite.
+pub fn set_framing(m: &mut impl MessageHeaders, length: Option<u64>) -> Result<(), ProxyError> {
+    match length {
+        Some(n) => m.set("content-length", n.to_string()),
+        None => m.set("transfer-encoding", "chunked".to_owned()),
+    }
+    .map_err(|_| ProxyError::Internal)
+}
+
+/// Frames a sealed body of `length` bytes (chunked when unknown) and types it
+/// as sealed records; an empty body gets neither.
+pub fn set_sealed_framing(m: &mut impl MessageHeaders, length: Option<u64>) -> Result<(), ProxyError> {
+    if length == Some(0) {
+        return Ok(());
+    }
+    set_framing(m, length)?;
+    m.set("content-type", SEALED_CONTENT_TYPE.to_owned()).map_err(|_| ProxyError::Internal)
 }
 
 /// Headers the `Connection` header nominates as hop-by-hop (besides the
