@@ -292,12 +292,18 @@ pub fn to_pingora(err: &ProxyError) -> Box<pingora::Error> {
 }
 
 /// Maps a Pingora failure to the error the caller sees. `decided` is the
-/// error a hook already chose, if any.
-pub fn classify(decided: Option<&ProxyError>, e: &pingora::Error, deadline_ms: Option<u64>) -> Option<ProxyError> {
+/// error a hook already chose, if any; `now_ms` the time (ms since the
+/// epoch), to tell a passed deadline.
+pub fn classify(
+    decided: Option<&ProxyError>,
+    e: &pingora::Error,
+    deadline_ms: Option<u64>,
+    now_ms: u64,
+) -> Option<ProxyError> {
     if let Some(d) = decided {
         return Some(d.clone());
     }
-    if deadline_ms.is_some_and(|d| crate::http_util::now_ms() >= d) && e.esource() == &pingora::ErrorSource::Upstream {
+    if deadline_ms.is_some_and(|d| now_ms >= d) && e.esource() == &pingora::ErrorSource::Upstream {
         return Some(ProxyError::DeadlineExceeded);
     }
     if e.esource() == &pingora::ErrorSource::Downstream && e.etype() == &pingora::ErrorType::ReadTimedout {

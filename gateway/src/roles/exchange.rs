@@ -101,7 +101,7 @@ impl Exchange {
     /// The error the caller sees for Pingora's `e` (`fail_to_proxy`),
     /// remembered for the access log; `None` when nobody is left to answer.
     pub fn classify(&mut self, e: &Error) -> Option<ProxyError> {
-        let err = crate::error::classify(self.error.as_ref(), e, self.deadline_ms());
+        let err = crate::error::classify(self.error.as_ref(), e, self.deadline_ms(), crate::http_util::now_ms());
         if self.error.is_none() {
             self.error = err.clone();
         }
