@@ -301,6 +301,19 @@ impl Opener {
         r
     }
 
+    /// Opens one piece of a body as it arrives (`input`, none for an empty
+    /// piece) and, when it is the last (`end`), checks that the body is whole
+    /// ([`Opener::finish`]): the loop both roles drive, once per piece.
+    pub fn open_piece(&mut self, input: Option<&[u8]>, end: bool, out: &mut BytesMut) -> Result<()> {
+        if let Some(input) = input {
+            self.open(input, out)?;
+        }
+        if end {
+            self.finish()?;
+        }
+        Ok(())
+    }
+
     /// Declares the end of the sealed stream: fails unless the final record
     /// arrived and the length matches the signed length.
     pub fn finish(&mut self) -> Result<()> {

@@ -2,7 +2,7 @@
 //! request-target parsing, path safety,
 //! header hygiene, body framing.
 
-use ::http::{HeaderMap, HeaderName, Method};
+use ::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::error::ProxyError;
@@ -249,6 +249,26 @@ pub fn method_has_body(method: &Method) -> bool {
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The content type a plain message gives its envelope: none, or at most
+/// [`filters::envelope::MAX_CONTENT_TYPE_LEN`] visible ASCII bytes; else
+/// why not. Both roles seal with it (requests out, responses back).
+pub fn sealable_content_type(value: Option<&HeaderValue>) -> Result<Option<&str>, &'static str> {
+    match value {
+        None => Ok(None),
+        Some(ct) if ct.len() > filters::envelope::MAX_CONTENT_TYPE_LEN => Err("content-type too long"),
+        Some(ct) => ct.to_str().map(Some).map_err(|_| "content-type is not visible ASCII"),
+    }
+}
+
+/// The content type an opened message is given back from its envelope's
+/// `ct` (empty: none). Both roles open with it.
+pub fn restored_content_type(ct: &str) -> Result<Option<HeaderValue>, filters::Error> {
+    match ct {
+        "" => Ok(None),
+        ct => HeaderValue::from_str(ct).map(Some).map_err(|_| filters::Error::Malformed("x-fp content-type")),
+    }
 }
 
 #[cfg(test)]

@@ -302,11 +302,7 @@ impl ProxyHttp for Inbound {
                 let chunk = body.take();
                 let reservation = self.opened.reserve(opener.max_output(chunk.as_ref().map_or(0, Bytes::len))).await;
                 let mut out = BytesMut::new();
-                let mut result = chunk.map_or(Ok(()), |chunk| opener.open(&chunk, &mut out));
-                if result.is_ok() && end_of_stream {
-                    result = opener.finish();
-                }
-                if let Err(e) = result {
+                if let Err(e) = opener.open_piece(chunk.as_deref(), end_of_stream, &mut out) {
                     // Abort the upstream request: the callee never gets an
                     // unauthenticated byte, nor a complete-looking body.
                     log::warn!(target: "fastproxy::inbound", "aborting request body: {e}");
@@ -473,13 +469,7 @@ impl Inbound {
             Protection::Encrypt { alg, key } => Some((key_name(key)?, alg)),
             Protection::SignOnly => None,
         };
-        let content_type = match env.content_type {
-            "" => None,
-            ct => Some(
-                HeaderValue::from_str(ct)
-                    .map_err(|_| ProxyError::Request(filters::Error::Malformed("x-fp content-type")))?,
-            ),
-        };
+        let content_type = h::restored_content_type(env.content_type).map_err(ProxyError::Request)?;
         let local_deadline_ms = super::effective_deadline(env.deadline_ms, &pool, now);
         let accepted = Accepted {
             passthrough: false,
@@ -536,14 +526,15 @@ impl Inbound {
         let method = &session.req_header().method;
         let bodyless = h::bodyless_response(method, status);
         let length = h::content_length(&resp.headers);
-        let content_type = match h::header_str(&resp.headers, "content-type") {
-            None => String::new(),
-            // The refusal type is this proxy's own (PROTOCOL.md §8.1): a
-            // callee may not speak for it.
-            Some(ct) if ct.starts_with(filters::refusal::REFUSAL_TYPE) => return Err(ProxyError::UpstreamFailed),
-            Some(ct) if ct.len() <= filters::envelope::MAX_CONTENT_TYPE_LEN => ct.to_owned(),
-            Some(_) => return Err(ProxyError::UpstreamFailed),
-        };
+        // A type that is not text is dropped, as it always was.
+        let value = resp.headers.get(::http::header::CONTENT_TYPE).filter(|v| v.to_str().is_ok());
+        let content_type = h::sealable_content_type(value).map_err(|_| ProxyError::UpstreamFailed)?.unwrap_or_default();
+        // The refusal type is this proxy's own (PROTOCOL.md §8.1): a callee
+        // may not speak for it.
+        if content_type.starts_with(filters::refusal::REFUSAL_TYPE) {
+            return Err(ProxyError::UpstreamFailed);
+        }
+        let content_type = content_type.to_owned();
         h::strip_fp_headers(resp);
         h::strip_hop_by_hop(resp);
         resp.remove_header("content-length");

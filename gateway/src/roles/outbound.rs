@@ -261,11 +261,7 @@ impl ProxyHttp for Outbound {
         match &mut ctx.reply {
             Reply::Open(opener) => {
                 let mut out = BytesMut::new();
-                let mut result = body.take().map_or(Ok(()), |chunk| opener.open(&chunk, &mut out));
-                if result.is_ok() && end_of_stream {
-                    result = opener.finish();
-                }
-                if let Err(e) = result {
+                if let Err(e) = opener.open_piece(body.take().as_deref(), end_of_stream, &mut out) {
                     // Headers are already out: abort the stream rather than deliver
                     // an unauthenticated or incomplete body.
                     let e = ProxyError::Response(e);
@@ -332,14 +328,9 @@ pub fn plan(
     if length.is_some_and(|n| n > out.max_body) {
         return Err(ProxyError::BodyTooLarge);
     }
-    let content_type = match req.headers.get(::http::header::CONTENT_TYPE) {
-        None => None,
-        Some(ct) if ct.len() > filters::envelope::MAX_CONTENT_TYPE_LEN => {
-            return Err(ProxyError::BadRequest("content-type too long"))
-        }
-        Some(ct) if ct.to_str().is_err() => return Err(ProxyError::BadRequest("content-type is not visible ASCII")),
-        Some(ct) => Some(ct.clone()),
-    };
+    let content_type = req.headers.get(::http::header::CONTENT_TYPE);
+    h::sealable_content_type(content_type).map_err(ProxyError::BadRequest)?;
+    let content_type = content_type.cloned();
     let local_deadline_ms = super::effective_deadline(deadline_ms, &pool, now_ms());
     Ok(Plan {
         local_deadline_ms,
@@ -487,10 +478,7 @@ impl Outbound {
         let content_type = match (env.content_type, &refusal) {
             ("", _) => None,
             (_, Some(_)) => Some(HeaderValue::from_static("application/json")),
-            (ct, None) => Some(
-                HeaderValue::from_str(ct)
-                    .map_err(|_| ProxyError::Response(filters::Error::Malformed("x-fp content-type")))?,
-            ),
+            (ct, None) => h::restored_content_type(ct).map_err(ProxyError::Response)?,
         };
         let method = &session.req_header().method;
         let bodyless = h::bodyless_response(method, status);
