@@ -159,8 +159,9 @@ legit_errors=0
 attack_run() { # label port role mode n seconds
     local label=$1 port=$2 role=$3 mode=$4 n=$5 secs=$6
     local target=${pid[$role]} admin=$([ "$role" = in ] && echo 28213 || echo 28214)
-    local before during after health reqs sock non2xx
+    local before during after health reqs sock non2xx lines0 lines
     before=$(rss "$target")
+    lines0=$(cat "$work"/*.log | wc -l)
     wrk -t1 -c8 -d"$((secs + 2))s" -s "$work/get.lua" http://127.0.0.1:28211/token_service/item > "$work/wrk.out" 2>&1 &
     local wrk_pid=$!
     sleep 1
@@ -173,16 +174,17 @@ attack_run() { # label port role mode n seconds
     wait "$wrk_pid" || true
     sleep 3
     after=$(rss "$target")
+    lines=$(( $(cat "$work"/*.log | wc -l) - lines0 ))
     reqs=$(awk '/requests in/ {print $1}' "$work/wrk.out")
     sock=$(awk -F'[ ,]+' '/Socket errors/ {print $4+$6+$8+$10}' "$work/wrk.out")
     non2xx=$(awk '/Non-2xx/ {print $NF}' "$work/wrk.out")
     legit_errors=$((legit_errors + ${sock:-0} + ${non2xx:-0}))
     local a
     a=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%d | %d | %d (median %ss, max %ss) | %d" % (d["connected"], d["refused_503"], d["closed_by_proxy"], d["closed_median_s"], d["closed_max_s"], d["open_at_end"]))' "$work/attack.json")
-    attacks+=("$(printf '| %s | %s | %s | %s | %s | %s / %s / %s |' "$label" "$a" "${reqs:-0}" "$((${sock:-0} + ${non2xx:-0}))" "${health:-none}" "$before" "$during" "$after")")
+    attacks+=("$(printf '| %s | %s | %s | %s | %s | %s / %s / %s | %s |' "$label" "$a" "${reqs:-0}" "$((${sock:-0} + ${non2xx:-0}))" "${health:-none}" "$before" "$during" "$after" "$lines")")
     echo "${attacks[-1]}"
 }
-attack_header='| attack (for the given seconds) | hostile connections | answered 503 | closed by the proxy | open at the end | legit requests | legit errors | admin /healthz | proxy RSS MiB before / during / after |'
+attack_header='| attack (for the given seconds) | hostile connections | answered 503 | closed by the proxy | open at the end | legit requests | legit errors | admin /healthz | proxy RSS MiB before / during / after | log lines (RUST_LOG=warn) |'
 if runs attacks; then
     echo "== attacks without credentials, with legitimate calls through both proxies (wrk -c8)"
     echo "$attack_header"
@@ -216,7 +218,7 @@ fi
 if [ "${#attacks[@]}" -gt 0 ]; then
     echo
     echo "$attack_header"
-    echo "|---|---:|---:|---|---:|---:|---:|---|---|"
+    echo "|---|---:|---:|---|---:|---:|---:|---|---|---:|"
     printf '%s\n' "${attacks[@]}"
     echo "legitimate requests that failed during the attacks: $legit_errors"
 fi
