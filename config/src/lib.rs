@@ -156,6 +156,11 @@ pub struct Inbound {
 pub struct Upstream {
     /// Backend addresses and weights.
     pub backends: Vec<(SocketAddr, u32)>,
+    /// Backends given by host name: host, port, weight; each name stands for
+    /// every address it resolves to.
+    pub names: Vec<(String, u16, u32)>,
+    /// How often the names are resolved again.
+    pub resolve_interval: Duration,
     /// How a backend is chosen.
     pub selection: Selection,
     /// Active health checks, when configured.

@@ -247,7 +247,8 @@ pub struct Allow {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// Backends: `"ip:port"` or `{ addr: "ip:port", weight: 3 }`.
+    /// Backends: `"ip:port"`, `"host:port"` (resolved through DNS) or
+    /// `{ addr: "…", weight: 3 }`.
     pub backends: Vec<BackendEntry>,
     /// `round_robin` (default), `random`, or `consistent` (Ketama).
     pub selection: Option<String>,
@@ -272,6 +273,9 @@ pub struct Upstream {
     pub idle_timeout: Option<Duration>,
     /// Longest a request may take through this pool, retries included.
     pub total_timeout: Option<Duration>,
+    /// How often backends given by host name are resolved again (default
+    /// 10s).
+    pub resolve_interval: Option<Duration>,
 }
 
 /// One backend of a pool.

@@ -138,10 +138,27 @@ fn upstreams(c: &mut Check, ups: &BTreeMap<String, schema::Upstream>) -> BTreeMa
     out
 }
 
+/// `host:port` with a DNS host name (letters, digits, `-`, dots between
+/// labels), lower-cased; `None` when it is not one.
+fn host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    (host.len() <= 253 && host.split('.').all(label_ok)).then(|| (host.to_ascii_lowercase(), port))
+}
+
 fn upstream(c: &mut Check, path: &str, u: &schema::Upstream) -> Upstream {
     let mut backends = Vec::new();
+    let mut names = Vec::new();
     if u.backends.is_empty() {
-        c.fail(format!("{path}.backends"), "must list at least one ip:port address");
+        c.fail(format!("{path}.backends"), "must list at least one ip:port address or host:port name");
     }
     for (i, b) in u.backends.iter().enumerate() {
         let (addr, weight) = match b {
@@ -156,7 +173,19 @@ fn upstream(c: &mut Check, path: &str, u: &schema::Upstream) -> Upstream {
                 c.fail(format!("{path}.backends[{i}]"), format!("{a} is listed twice"))
             }
             Ok(a) => backends.push((a, weight)),
-            Err(_) => c.fail(format!("{path}.backends[{i}]"), format!("{addr:?} is not an ip:port address")),
+            Err(_) => match host_port(addr) {
+                Some(_) if weight == 0 || weight > 1000 => {
+                    c.fail(format!("{path}.backends[{i}].weight"), "must be 1 to 1000 (remove the backend to drain it)")
+                }
+                Some((host, port)) if names.iter().any(|(h, p, _)| *h == host && *p == port) => {
+                    c.fail(format!("{path}.backends[{i}]"), format!("{addr} is listed twice"))
+                }
+                Some((host, port)) => names.push((host, port, weight)),
+                None => c.fail(
+                    format!("{path}.backends[{i}]"),
+                    format!("{addr:?} is not an ip:port address nor a host:port name"),
+                ),
+            },
         }
     }
     let selection = match (u.selection.as_deref().unwrap_or("round_robin"), u.hash_key.as_deref()) {
@@ -232,8 +261,14 @@ fn upstream(c: &mut Check, path: &str, u: &schema::Upstream) -> Upstream {
         max_ejected_percent: o.and_then(|o| o.max_ejected_percent).unwrap_or(50).min(100),
         statuses: o.and_then(|o| o.statuses.clone()).unwrap_or_else(|| vec![502, 503, 504]),
     });
+    let resolve_interval = d(u.resolve_interval, 10_000);
+    if resolve_interval < Duration::from_millis(100) {
+        c.fail(format!("{path}.resolve_interval"), "must be at least 100ms");
+    }
     let up = Upstream {
         backends,
+        names,
+        resolve_interval,
         selection,
         health,
         retry,

@@ -122,7 +122,13 @@ pub fn render(config: &Config) -> Value {
                 })
             });
             let v = json!({
-                "backends": u.backends.iter().map(|(a, w)| json!({ "addr": a, "weight": w })).collect::<Vec<_>>(),
+                "backends": u
+                    .backends
+                    .iter()
+                    .map(|(a, w)| json!({ "addr": a, "weight": w }))
+                    .chain(u.names.iter().map(|(h, p, w)| json!({ "addr": format!("{h}:{p}"), "weight": w, "dns": true })))
+                    .collect::<Vec<_>>(),
+                "resolve_interval_ms": ms(u.resolve_interval),
                 "selection": selection,
                 "health_check": health,
                 "retry": { "attempts": u.retry.attempts, "budget_ratio": u.retry.budget_ratio, "budget_min": u.retry.budget_min },

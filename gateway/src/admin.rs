@@ -95,14 +95,7 @@ impl ServeHttp for Admin {
                 let (content_type, body) = crate::metrics::render();
                 reply(200, &content_type, body)
             }
-            "/config" => {
-                let mut view = crate::config::view::render(&self.shared.load().config);
-                if let (Some(view), serde_json::Value::Object(status)) = (view.as_object_mut(), self.reloader.status())
-                {
-                    view.extend(status);
-                }
-                json_reply(200, view)
-            }
+            "/config" => json_reply(200, self.reloader.config_view()),
             _ => json_reply(
                 404,
                 json!({ "error": { "code": "not_found", "message": "admin paths: /healthz /readyz /metrics /config, POST /reload" } }),

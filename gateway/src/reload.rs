@@ -134,26 +134,42 @@ impl Reloader {
         Ok(number)
     }
 
-    /// The running generation and the last failed reload since, for
-    /// `/config`.
+    /// The running generation and the last failed reload since.
     pub fn status(&self) -> serde_json::Value {
-        // The lock first: a reload in progress finishes before both are read.
-        let failure = self.last_failure.lock().ok().and_then(|f| f.clone());
+        self.view(false)
+    }
+
+    /// `/config`: the running config (secrets redacted) with its generation
+    /// and the last failed reload.
+    pub fn config_view(&self) -> serde_json::Value {
+        self.view(true)
+    }
+
+    /// The status, with the config view when `with_config`: all read under
+    /// the reload lock, so that they describe one generation.
+    fn view(&self, with_config: bool) -> serde_json::Value {
+        let failure = self.last_failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let snap = self.shared.load();
-        json!({
-            "generation": {
-                "number": snap.origin.number,
-                "sha256": snap.origin.sha256,
-                "loaded_at_ms": snap.origin.loaded_at_ms,
-                "file": self.path.as_deref().unwrap_or("(given by the embedding application)"),
-            },
-            "last_reload_error": failure.map(|f| json!({
-                "result": f.result,
-                "message": f.message,
-                "trigger": f.trigger,
-                "at_ms": f.at_ms,
-            })),
-        })
+        let mut out = if with_config { config::view::render(&snap.config) } else { json!({}) };
+        if let Some(out) = out.as_object_mut() {
+            out.insert(
+                "generation".to_owned(),
+                json!({
+                    "number": snap.origin.number,
+                    "sha256": snap.origin.sha256,
+                    "loaded_at_ms": snap.origin.loaded_at_ms,
+                    "file": self.path.as_deref().unwrap_or("(given by the embedding application)"),
+                }),
+            );
+            out.insert(
+                "last_reload_error".to_owned(),
+                failure.as_ref().map_or(
+                    serde_json::Value::Null,
+                    |f| json!({ "result": f.result, "message": f.message, "trigger": f.trigger, "at_ms": f.at_ms }),
+                ),
+            );
+        }
+        out
     }
 
     /// The files a watch looks at: the config file and its `file:` secrets.
@@ -226,7 +242,10 @@ impl BackgroundService for Triggers {
             let poll = self.reloader.shared.load().config.reload.poll;
             tokio::select! {
                 _ = hup.recv() => {
-                    let _ = self.reloader.reload("SIGHUP");
+                    // A reload reads files and resolves host names: off the
+                    // async workers.
+                    let reloader = self.reloader.clone();
+                    let _ = tokio::task::spawn_blocking(move || reloader.reload("SIGHUP")).await;
                     files = self.reloader.watched();
                     applied = fingerprint(&files);
                     seen = applied.clone();
@@ -240,7 +259,8 @@ impl BackgroundService for Triggers {
             }
             let now = fingerprint(&files);
             if now != applied && now == seen {
-                let _ = self.reloader.reload("watch");
+                let reloader = self.reloader.clone();
+                let _ = tokio::task::spawn_blocking(move || reloader.reload("watch")).await;
                 files = self.reloader.watched();
                 applied = fingerprint(&files);
             }

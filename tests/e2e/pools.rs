@@ -310,3 +310,24 @@ fn the_outbound_pool_follows_the_inbound_health_endpoint() {
     wait_for_log(&pair.outbound, &format!("backend {inbound} marked healthy"), Duration::from_secs(5));
     assert_eq!(get(&pair, &[]).status, 200);
 }
+
+#[test]
+fn a_backend_given_by_host_name_is_resolved() {
+    let pair = Pair::start(Options::default());
+    let base = pair.inbound.config_text();
+    let port = pair.callee_addr.port();
+    let by_name = base.replace(
+        &format!("backends: [{{ addr: \"{}\", weight: 1 }}]", pair.callee_addr),
+        &format!("backends: [\"localhost:{port}\"], resolve_interval: 1s"),
+    );
+    assert_ne!(by_name, base);
+    let cfg = pair.inbound.reload(pair.in_admin, &by_name);
+    assert_eq!(cfg["generation"]["number"], 2, "{cfg}");
+    let shown = &cfg["upstreams"]["callee"]["backends"][0];
+    assert_eq!((shown["addr"].as_str(), shown["dns"].as_bool()), (Some(&*format!("localhost:{port}")), Some(true)));
+    let before = pair.callee().arrivals();
+    for _ in 0..10 {
+        assert_eq!(get(&pair, &[]).status, 200);
+    }
+    assert_eq!(pair.callee().arrivals() - before, 10, "every call reached the callee through the name");
+}

@@ -12,6 +12,7 @@
 mod budget;
 mod health;
 mod outlier;
+pub mod resolve;
 mod select;
 
 use std::collections::BTreeMap;
@@ -39,15 +40,25 @@ pub enum Outcome {
 
 struct Member {
     addr: SocketAddr,
+    weight: u32,
     outlier: Outlier,
 }
+
+/// A pool's current backends, swapped whole when its names resolve anew.
+type MemberList = Arc<arc_swap::ArcSwap<Vec<Arc<Member>>>>;
 
 /// One pool.
 pub struct Pool {
     name: String,
     settings: Upstream,
     selector: Selector,
-    members: Arc<[Member]>,
+    members: MemberList,
+    resolver: Arc<dyn resolve::Resolve>,
+    /// The last good answer for each host name.
+    resolved: std::sync::Mutex<BTreeMap<(String, u16), Vec<SocketAddr>>>,
+    /// When the names are next resolved, and whether that is running.
+    next_resolve: std::sync::Mutex<Instant>,
+    resolving: std::sync::atomic::AtomicBool,
     budget: RetryBudget,
     inflight: AtomicUsize,
     metrics: PoolMetrics,
@@ -69,16 +80,33 @@ impl Drop for InFlight {
 
 impl Pool {
     /// Builds a pool; its health checks are run by the [`HealthDriver`], the
-    /// first one at once.
+    /// first one at once. Host names are resolved now (through the system's
+    /// resolver), then every `resolve_interval`.
     pub fn new(name: &str, settings: &Upstream, metrics: PoolMetrics) -> std::io::Result<Self> {
-        let members: Arc<[Member]> =
-            settings.backends.iter().map(|(addr, _)| Member { addr: *addr, outlier: Outlier::default() }).collect();
-        let selector = Selector::new(settings, |lb| {
+        Self::with_resolver(name, settings, metrics, Arc::new(resolve::System))
+    }
+
+    /// [`Pool::new`] with another resolver.
+    pub fn with_resolver(
+        name: &str,
+        settings: &Upstream,
+        metrics: PoolMetrics,
+        resolver: Arc<dyn resolve::Resolve>,
+    ) -> std::io::Result<Self> {
+        let resolved = resolve_names(name, &settings.names, &*resolver, &BTreeMap::new());
+        let backends = backend_list(settings, &resolved);
+        let members: MemberList = Arc::new(arc_swap::ArcSwap::from_pointee(
+            backends
+                .iter()
+                .map(|(addr, weight)| Arc::new(Member { addr: *addr, weight: *weight, outlier: Outlier::default() }))
+                .collect(),
+        ));
+        let selector = Selector::new(settings, &backends, |lb| {
             if let Some(h) = &settings.health {
                 let (members, pool, metrics) = (members.clone(), name.to_owned(), metrics.clone());
                 let on_change: health::OnChange = Box::new(move |addr, healthy| {
                     metrics.set_healthy(&addr.to_string(), healthy);
-                    let cleared = healthy && members.iter().any(|m| m.addr == addr && m.outlier.clear());
+                    let cleared = healthy && members.load().iter().any(|m| m.addr == addr && m.outlier.clear());
                     if cleared {
                         metrics.set_ejected(&addr.to_string(), false);
                         log::info!(target: "fastproxy::pool", "pool {pool}: backend {addr} readmitted by health check");
@@ -88,9 +116,9 @@ impl Pool {
             }
         })?;
         let RetryPolicy { budget_ratio, budget_min, .. } = settings.retry;
-        for m in members.iter() {
-            metrics.set_healthy(&m.addr.to_string(), true);
-            metrics.set_ejected(&m.addr.to_string(), false);
+        for (addr, _) in &backends {
+            metrics.set_healthy(&addr.to_string(), true);
+            metrics.set_ejected(&addr.to_string(), false);
         }
         Ok(Pool {
             metrics,
@@ -98,11 +126,81 @@ impl Pool {
             settings: settings.clone(),
             selector,
             members,
+            resolver,
+            resolved: std::sync::Mutex::new(resolved),
+            next_resolve: std::sync::Mutex::new(Instant::now() + settings.resolve_interval),
+            resolving: std::sync::atomic::AtomicBool::new(false),
             budget: RetryBudget::new(budget_ratio, budget_min),
             inflight: AtomicUsize::new(0),
             next_check: std::sync::Mutex::new(Instant::now()),
             checking: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Claims the resolution of the pool's host names if it is due at
+    /// `now` (none without names).
+    fn claim_resolve(&self, now: Instant) -> bool {
+        if self.settings.names.is_empty() {
+            return false;
+        }
+        let Ok(mut next) = self.next_resolve.lock() else { return false };
+        if *next > now || self.resolving.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        *next = now + self.settings.resolve_interval;
+        true
+    }
+
+    /// Resolves the host names again (off the async workers) and, when the
+    /// answer changed, balances over the new set: backends kept keep their
+    /// health, ejection and in-flight state. A name that does not resolve
+    /// keeps its last good answer.
+    pub async fn refresh_names(self: Arc<Self>) {
+        let pool = self.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let last = pool.resolved.lock().map(|m| m.clone()).unwrap_or_default();
+            resolve_names(&pool.name, &pool.settings.names, &*pool.resolver, &last)
+        })
+        .await;
+        if let Ok(resolved) = done {
+            self.apply_resolved(resolved).await;
+        }
+        self.resolving.store(false, Ordering::Release);
+    }
+
+    /// Makes `resolved` the pool's answer for its names.
+    async fn apply_resolved(&self, resolved: BTreeMap<(String, u16), Vec<SocketAddr>>) {
+        let backends = backend_list(&self.settings, &resolved);
+        if let Ok(mut last) = self.resolved.lock() {
+            *last = resolved;
+        }
+        let current = self.members.load_full();
+        let same = current.len() == backends.len()
+            && current.iter().zip(&backends).all(|(m, (a, w))| m.addr == *a && m.weight == *w);
+        if same {
+            return;
+        }
+        let next: Vec<Arc<Member>> = backends
+            .iter()
+            .map(|(addr, weight)| match current.iter().find(|m| m.addr == *addr && m.weight == *weight) {
+                Some(m) => m.clone(),
+                None => Arc::new(Member { addr: *addr, weight: *weight, outlier: Outlier::default() }),
+            })
+            .collect();
+        for (addr, _) in backends.iter().filter(|(a, _)| !current.iter().any(|m| m.addr == *a)) {
+            self.metrics.set_healthy(&addr.to_string(), true);
+            self.metrics.set_ejected(&addr.to_string(), false);
+        }
+        self.members.store(Arc::new(next));
+        match self.selector.set_backends(&backends).await {
+            Ok(()) => log::info!(
+                target: "fastproxy::pool",
+                "pool {}: backends now {:?}",
+                self.name,
+                backends.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>()
+            ),
+            Err(e) => log::warn!(target: "fastproxy::pool", "pool {}: cannot take the new backends: {e}", self.name),
+        }
     }
 
     /// Claims the pool's health check if one is due at `now`, scheduling the
@@ -147,10 +245,11 @@ impl Pool {
     /// Picks a backend for `key`: healthy, not ejected, not in `exclude`.
     pub fn select(&self, key: &[u8], exclude: &[SocketAddr]) -> Option<SocketAddr> {
         let now = Instant::now();
-        let max_iter = self.settings.backends.iter().map(|(_, w)| *w as usize).sum::<usize>() + 1;
+        let members = self.members.load();
+        let max_iter = members.iter().map(|m| m.weight as usize).sum::<usize>() + 1;
         let backend = self.selector.select(key, max_iter, |b| {
             let Some(addr) = b.addr.as_inet() else { return false };
-            !exclude.contains(addr) && self.member(addr).is_none_or(|m| m.outlier.available(now))
+            !exclude.contains(addr) && members.iter().find(|m| m.addr == *addr).is_none_or(|m| m.outlier.available(now))
         })?;
         backend.addr.as_inet().copied()
     }
@@ -185,7 +284,7 @@ impl Pool {
 
     /// Backends in the pool.
     pub fn backend_count(&self) -> usize {
-        self.members.len()
+        self.members.load().len()
     }
 
     /// Takes a retry from the budget.
@@ -206,13 +305,16 @@ impl Pool {
 
     /// Records how an attempt on `addr` ended.
     pub fn report(&self, addr: SocketAddr, outcome: Outcome) {
-        let (Some(policy), Some(member)) = (&self.settings.outlier, self.member(&addr)) else { return };
+        let members = self.members.load();
+        let (Some(policy), Some(member)) = (&self.settings.outlier, members.iter().find(|m| m.addr == addr)) else {
+            return;
+        };
         let now = Instant::now();
         let transition = match outcome {
             Outcome::Success => member.outlier.success(),
             Outcome::Failure => {
-                let ejected = self.members.iter().filter(|m| m.outlier.is_ejected(now)).count();
-                let may_eject = (ejected + 1) * 100 <= self.members.len() * policy.max_ejected_percent as usize;
+                let ejected = members.iter().filter(|m| m.outlier.is_ejected(now)).count();
+                let may_eject = (ejected + 1) * 100 <= members.len() * policy.max_ejected_percent as usize;
                 member.outlier.failure(policy, may_eject, now)
             }
         };
@@ -229,10 +331,44 @@ impl Pool {
             }
         }
     }
+}
 
-    fn member(&self, addr: &SocketAddr) -> Option<&Member> {
-        self.members.iter().find(|m| m.addr == *addr)
+/// Resolves `names`, keeping `last`'s answer for a name that fails now.
+fn resolve_names(
+    pool: &str,
+    names: &[(String, u16, u32)],
+    resolver: &dyn resolve::Resolve,
+    last: &BTreeMap<(String, u16), Vec<SocketAddr>>,
+) -> BTreeMap<(String, u16), Vec<SocketAddr>> {
+    let mut out = BTreeMap::new();
+    for (host, port, _) in names {
+        let key = (host.clone(), *port);
+        match resolver.resolve(host, *port) {
+            Ok(addrs) => {
+                out.insert(key, addrs);
+            }
+            Err(e) => {
+                let kept = last.get(&key).cloned().unwrap_or_default();
+                log::warn!(target: "fastproxy::pool", "pool {pool}: {host} does not resolve ({e}): keeping its last answer {kept:?}");
+                out.insert(key, kept);
+            }
+        }
     }
+    out
+}
+
+/// The pool's backends: its addresses, then each name's, in order, each
+/// address once (a name's weight applies to each of its addresses).
+fn backend_list(settings: &Upstream, resolved: &BTreeMap<(String, u16), Vec<SocketAddr>>) -> Vec<(SocketAddr, u32)> {
+    let mut out: Vec<(SocketAddr, u32)> = settings.backends.clone();
+    for (host, port, weight) in &settings.names {
+        for addr in resolved.get(&(host.clone(), *port)).into_iter().flatten() {
+            if !out.iter().any(|(a, _)| a == addr) {
+                out.push((*addr, *weight));
+            }
+        }
+    }
+    out
 }
 
 /// Every pool, by name.
@@ -334,6 +470,9 @@ where
             }
             let now = Instant::now();
             for pool in (self.current)() {
+                if pool.claim_resolve(now) {
+                    tokio::spawn(pool.clone().refresh_names());
+                }
                 if pool.claim_health_check(now) {
                     // Each check runs on its own task, so that a slow probe
                     // delays no other pool; the next is scheduled an interval
