@@ -4,12 +4,13 @@
 # scripts/test.sh, scripts/demo.sh and .ci/run; does nothing when all are there.
 #   cmake: Pingora's zlib-ng (libz-ng-sys) is built with it.
 #   curl:  the demo talks to the proxy with it.
+#   etcd-server: the discovery tests run a real etcd (3.4, its JSON gateway).
 #   rustfmt, clippy: the lint steps of .ci/run (with --lint).
 #   wrk, nginx: the load and the origin of the benchmarks (with --bench);
 #   python3: the hostile clients of scripts/faults.sh (scripts/attack.py).
 set -euo pipefail
 
-packages=(cmake curl)
+packages=(cmake curl etcd-server)
 # --bench: the load tools of scripts/bench.sh and scripts/faults.sh too.
 for arg in "$@"; do
     [ "$arg" = "--bench" ] && packages+=(wrk nginx python3)

@@ -7,6 +7,7 @@
 mod name;
 pub mod overrides;
 pub mod policy;
+pub mod registry;
 pub mod schema;
 pub mod secret;
 pub mod units;
@@ -43,6 +44,10 @@ pub struct Config {
     pub reload: Reload,
     /// The files named by `file:` secrets (watched with the config file).
     pub secret_files: Vec<String>,
+    /// Registry clients by name.
+    pub registries: BTreeMap<String, registry::Registry>,
+    /// The built-in registry, when this process serves it.
+    pub center: Option<registry::Center>,
 }
 
 /// How the running process picks up a changed config file.
@@ -149,6 +154,8 @@ pub struct Inbound {
     pub services: HashMap<Name, String>,
     /// Policy per caller; callers not here are refused.
     pub callers: HashMap<Name, CallerPolicy>,
+    /// Registration of its services in a registry, when configured.
+    pub register: Option<registry::Registration>,
 }
 
 /// One upstream pool's settings.
@@ -181,6 +188,8 @@ pub struct Upstream {
     pub idle_timeout: Duration,
     /// Longest a request may take through the pool, retries included.
     pub total_timeout: Option<Duration>,
+    /// Backends from a registry instead of (empty) `backends`/`names`.
+    pub discovery: Option<registry::DiscoveryRef>,
 }
 
 /// Backend selection.
@@ -274,6 +283,12 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<Problem> {
         }
     };
     differs("admin.listen", old.admin != new.admin);
+    differs("registries", old.registries != new.registries);
+    differs("center.listen", old.center.as_ref().map(|c| &c.listen) != new.center.as_ref().map(|c| &c.listen));
+    differs(
+        "center.state_file",
+        old.center.as_ref().map(|c| &c.state_file) != new.center.as_ref().map(|c| &c.state_file),
+    );
     match (&old.outbound, &new.outbound) {
         (Some(a), Some(b)) => {
             differs("outbound.listen", a.listen != b.listen);
@@ -291,6 +306,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<Problem> {
             differs("inbound.replay_cache", a.replay_cache != b.replay_cache);
             differs("inbound.replay_journal", a.replay_journal != b.replay_journal);
             differs("inbound.max_opened_buffer", a.max_opened_buffer != b.max_opened_buffer);
+            differs("inbound.register", a.register != b.register);
         }
         (a, b) => differs("inbound", a.is_some() != b.is_some()),
     }

@@ -24,6 +24,90 @@ pub struct File {
     pub admin: Option<Admin>,
     /// Live reload.
     pub reload: Option<Reload>,
+    /// Service registries this process registers in or discovers from, by
+    /// name.
+    #[serde(default)]
+    pub registries: BTreeMap<String, Registry>,
+    /// The built-in registry (`fastproxy center`): served by this process.
+    pub center: Option<Center>,
+}
+
+/// `registries.<name>`: exactly one of `center` or `etcd`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    /// A fastproxy center: `http://host:port`.
+    pub center: Option<String>,
+    /// An etcd v3 cluster (its JSON gateway): `http://host:port`.
+    pub etcd: Option<String>,
+    /// Center: the client name this process signs its requests as.
+    pub node: Option<String>,
+    /// Center: id of the `keys.hmac` key it signs with.
+    pub key: Option<String>,
+    /// Etcd: the key prefix of registrations (default `/fastproxy/services/`).
+    pub prefix: Option<String>,
+    /// Longest wait for each request to the registry (default 2s).
+    pub timeout: Option<Duration>,
+    /// A file keeping the last members seen of each discovered service, so
+    /// that a cold start can serve while the registry is unreachable.
+    pub cache: Option<String>,
+}
+
+/// `upstreams.<name>.discovery`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    /// Name of a `registries` entry.
+    pub registry: String,
+    /// The service whose registered instances are the pool's backends.
+    pub service: String,
+}
+
+/// `inbound.register`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    /// Name of a `registries` entry.
+    pub registry: String,
+    /// The `ip:port` outbound proxies reach this inbound proxy at.
+    pub advertise: String,
+    /// Lease time: the registration ends this long after the last keepalive
+    /// (default 10s).
+    pub ttl: Option<Duration>,
+    /// Relative share of requests (default 1).
+    pub weight: Option<u32>,
+    /// Free-form labels (zone, version), up to 16.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// On SIGTERM, how long to keep accepting after deregistering, so that
+    /// outbound proxies learn of it first (default 1s).
+    pub deregister_delay: Option<Duration>,
+}
+
+/// `center:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Center {
+    /// Listen addresses (`ip:port`).
+    pub listen: Vec<String>,
+    /// Where registrations are kept across restarts.
+    pub state_file: String,
+    /// Longest lease a client may ask for (default 60s).
+    pub max_ttl: Option<Duration>,
+    /// Who may use the center, by the name they sign as.
+    pub clients: BTreeMap<String, CenterClient>,
+}
+
+/// `center.clients.<name>`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CenterClient {
+    /// Id of the `keys.hmac` key the client signs with.
+    pub key: String,
+    /// Services the client may register instances of (any client may list
+    /// and watch).
+    #[serde(default)]
+    pub register: Vec<String>,
 }
 
 /// `reload:`
@@ -180,6 +264,8 @@ pub struct Inbound {
     /// Who may call what. Callers not listed are refused.
     #[serde(default)]
     pub callers: BTreeMap<String, InboundCaller>,
+    /// Register this proxy's services in a registry while it serves.
+    pub register: Option<Register>,
 }
 
 /// `inbound.services.<name>`
@@ -248,8 +334,11 @@ pub struct Allow {
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// Backends: `"ip:port"`, `"host:port"` (resolved through DNS) or
-    /// `{ addr: "…", weight: 3 }`.
+    /// `{ addr: "…", weight: 3 }`. Empty when `discovery` gives them.
+    #[serde(default)]
     pub backends: Vec<BackendEntry>,
+    /// Backends from a registry: the registered instances of a service.
+    pub discovery: Option<Discovery>,
     /// `round_robin` (default), `random`, or `consistent` (Ketama).
     pub selection: Option<String>,
     /// For `consistent`: `caller` (default) or `header:<name>`.

@@ -14,27 +14,28 @@ use super::{
     Problems, Reload, RetryPolicy, Route, Seal, Selection, Upstream,
 };
 use crate::policy::{CallerPolicy, Methods, PathMatch, RateLimiter, Rule};
+use crate::registry;
 
 const MIB: u64 = 1 << 20;
 
 /// Collects problems while validating.
 #[derive(Default)]
-struct Check {
+pub(crate) struct Check {
     problems: Vec<Problem>,
 }
 
 impl Check {
-    fn fail(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn fail(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem { path: path.into(), message: message.into() });
     }
 
-    fn name(&mut self, path: &str, name: &str, what: &str) {
+    pub(crate) fn name(&mut self, path: &str, name: &str, what: &str) {
         if !filters::valid_token(name, filters::envelope::MAX_NAME_LEN) {
             self.fail(path, format!("{what} name {name:?} must be 1-128 characters of A-Z a-z 0-9 . _ -"));
         }
     }
 
-    fn addrs(&mut self, path: &str, list: &[String]) -> Vec<SocketAddr> {
+    pub(crate) fn addrs(&mut self, path: &str, list: &[String]) -> Vec<SocketAddr> {
         if list.is_empty() {
             self.fail(path, "must list at least one ip:port address");
         }
@@ -61,11 +62,13 @@ impl Check {
 pub(super) fn validate(file: File) -> Result<Config, Problems> {
     let mut c = Check::default();
     let (keys, key_algs) = keys(&mut c, &file.keys);
-    let upstreams = upstreams(&mut c, &file.upstreams);
+    let registries = registry::registries(&mut c, &file.registries, &keys);
+    let upstreams = upstreams(&mut c, &file.upstreams, &file.registries);
     let outbound = file.outbound.as_ref().map(|o| outbound(&mut c, o, &key_algs, &upstreams));
-    let inbound = file.inbound.as_ref().map(|i| inbound(&mut c, i, &key_algs, &upstreams));
-    if outbound.is_none() && inbound.is_none() {
-        c.fail("(root)", "configure at least one role: outbound, inbound, or both");
+    let inbound = file.inbound.as_ref().map(|i| inbound(&mut c, i, &key_algs, &upstreams, &file.registries));
+    let center = file.center.as_ref().map(|s| registry::center(&mut c, s, &keys));
+    if outbound.is_none() && inbound.is_none() && center.is_none() {
+        c.fail("(root)", "configure at least one role: outbound, inbound, center, or several");
     }
     let admin = file.admin.as_ref().map(|a| c.addrs("admin.listen", &a.listen));
     let reload = Reload {
@@ -84,7 +87,7 @@ pub(super) fn validate(file: File) -> Result<Config, Problems> {
         .filter_map(|s| s.expose().strip_prefix("file:").map(str::to_owned))
         .collect();
     if c.problems.is_empty() {
-        Ok(Config { keys, key_algs, outbound, inbound, upstreams, admin, reload, secret_files })
+        Ok(Config { keys, key_algs, outbound, inbound, upstreams, admin, reload, secret_files, registries, center })
     } else {
         Err(Problems(c.problems))
     }
@@ -128,12 +131,18 @@ fn keys(c: &mut Check, k: &schema::Keys) -> (KeyRing, BTreeMap<String, Option<Al
     (ring, algs)
 }
 
-fn upstreams(c: &mut Check, ups: &BTreeMap<String, schema::Upstream>) -> BTreeMap<String, Upstream> {
+fn upstreams(
+    c: &mut Check,
+    ups: &BTreeMap<String, schema::Upstream>,
+    regs: &BTreeMap<String, schema::Registry>,
+) -> BTreeMap<String, Upstream> {
     let mut out = BTreeMap::new();
     for (name, u) in ups {
         let path = format!("upstreams.{name}");
         c.name(&path, name, "upstream");
-        out.insert(name.clone(), upstream(c, &path, u));
+        let mut up = upstream(c, &path, u);
+        up.discovery = u.discovery.as_ref().map(|d| registry::discovery(c, &format!("{path}.discovery"), d, regs));
+        out.insert(name.clone(), up);
     }
     out
 }
@@ -157,8 +166,13 @@ fn host_port(text: &str) -> Option<(String, u16)> {
 fn upstream(c: &mut Check, path: &str, u: &schema::Upstream) -> Upstream {
     let mut backends = Vec::new();
     let mut names = Vec::new();
-    if u.backends.is_empty() {
-        c.fail(format!("{path}.backends"), "must list at least one ip:port address or host:port name");
+    match (u.backends.is_empty(), u.discovery.is_some()) {
+        (true, false) => c.fail(
+            format!("{path}.backends"),
+            "must list at least one ip:port address or host:port name, or set discovery",
+        ),
+        (false, true) => c.fail(format!("{path}.backends"), "set backends or discovery, not both"),
+        _ => {}
     }
     for (i, b) in u.backends.iter().enumerate() {
         let (addr, weight) = match b {
@@ -279,6 +293,7 @@ fn upstream(c: &mut Check, path: &str, u: &schema::Upstream) -> Upstream {
         write_timeout: d(u.write_timeout, 30_000),
         idle_timeout: d(u.idle_timeout, 55_000),
         total_timeout: u.total_timeout.map(|t| t.0),
+        discovery: None,
     };
     for (field, v) in [("connect_timeout", up.connect_timeout), ("read_timeout", up.read_timeout)] {
         if v.is_zero() {
@@ -436,6 +451,7 @@ fn inbound(
     i: &schema::Inbound,
     key_algs: &BTreeMap<String, Option<Algorithm>>,
     ups: &BTreeMap<String, Upstream>,
+    regs: &BTreeMap<String, schema::Registry>,
 ) -> Inbound {
     let listen = c.addrs("inbound.listen", &i.listen);
     let mut services = HashMap::new();
@@ -549,5 +565,6 @@ fn inbound(
         dangerous_passthrough: i.dangerous_passthrough.unwrap_or(false),
         services,
         callers,
+        register: i.register.as_ref().map(|r| registry::registration(c, r, regs)),
     }
 }

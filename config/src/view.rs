@@ -139,6 +139,7 @@ pub fn render(config: &Config) -> Value {
                 "write_timeout_ms": ms(u.write_timeout),
                 "idle_timeout_ms": ms(u.idle_timeout),
                 "total_timeout_ms": u.total_timeout.map(ms),
+                "discovery": u.discovery.as_ref().map(|d| json!({ "registry": d.registry, "service": d.service })),
             });
             (name.clone(), v)
         })
@@ -149,5 +150,23 @@ pub fn render(config: &Config) -> Value {
         "inbound": inbound,
         "upstreams": upstreams,
         "admin": config.admin.as_ref().map(|a| json!({ "listen": a })),
+        "registries": config.registries.values().map(|r| {
+            let v = match &r.kind {
+                crate::registry::RegistryKind::Center { authority, node, key_id, .. } => json!({ "center": format!("http://{authority}"), "node": node, "key": key_id }),
+                crate::registry::RegistryKind::Etcd { authority, prefix } => json!({ "etcd": format!("http://{authority}"), "prefix": prefix }),
+            };
+            let mut v = v;
+            v["timeout_ms"] = json!(ms(r.timeout));
+            v["cache"] = json!(r.cache);
+            (r.name.clone(), v)
+        }).collect::<Map<String, Value>>(),
+        "register": config.inbound.as_ref().and_then(|i| i.register.as_ref()).map(|r| json!({
+            "registry": r.registry, "advertise": r.advertise, "ttl_ms": ms(r.ttl), "weight": r.weight,
+            "metadata": r.metadata, "deregister_delay_ms": ms(r.deregister_delay),
+        })),
+        "center": config.center.as_ref().map(|c| json!({
+            "listen": c.listen, "state_file": c.state_file, "max_ttl_ms": ms(c.max_ttl),
+            "clients": c.clients.iter().map(|(n, cl)| (n.clone(), json!({ "key": cl.key_id, "register": cl.register }))).collect::<Map<String, Value>>(),
+        })),
     })
 }

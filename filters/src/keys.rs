@@ -108,6 +108,15 @@ impl SignKey {
         &self.sign
     }
 
+    /// A MAC key for another use of this key's secret (`label` is the HKDF
+    /// info, e.g. `fastproxy/1 center` for the center's request
+    /// authentication): independent of the keys that sign and seal messages.
+    pub fn purpose_key(&self, label: &[u8]) -> Result<hmac::Key> {
+        let info = [label];
+        let okm = self.prk.expand(&info, hmac::HMAC_SHA256).map_err(|_| Error::BadKey)?;
+        Ok(hmac::Key::from(okm))
+    }
+
     pub(crate) fn body_key(&self, signature: &[u8]) -> Result<BodyKey> {
         let info = [INFO_BODY_MAC, signature];
         let okm = self.prk.expand(&info, hmac::HMAC_SHA256).map_err(|_| Error::BadKey)?;

@@ -30,7 +30,7 @@ use crate::error::Role;
 use crate::metrics::Metrics;
 use crate::reload::{Failure, Reloader};
 use crate::state::{Origin, Shared, Snapshot};
-use crate::{admin, fd_limit, lifecycle, listener, opened, pools, reload, replay_state, roles};
+use crate::{admin, center, discovery, fd_limit, lifecycle, listener, opened, pools, reload, replay_state, roles};
 
 /// Where a gateway's config comes from.
 pub enum Source {
@@ -56,9 +56,19 @@ pub struct Gateway {
 #[derive(Clone)]
 pub struct Handle {
     reloader: Arc<Reloader>,
+    registrar: Option<Arc<discovery::register::Registrar>>,
+    draining: lifecycle::Draining,
 }
 
 impl Handle {
+    /// The stop signals to run the server with
+    /// (`server.run(RunArgs { shutdown_signal: handle.stop_signals() })`):
+    /// Pingora's, except that SIGTERM deregisters from the registry before
+    /// the listeners close.
+    pub fn stop_signals(&self) -> Box<dyn pingora::server::ShutdownSignalWatch> {
+        Box::new(discovery::register::StopSignals::new(self.registrar.clone(), self.draining.clone()))
+    }
+
     /// Reads the config file again (a gateway loaded from a file).
     pub fn reload(&self) -> Result<u64, Failure> {
         self.reloader.reload("handle")
@@ -99,6 +109,7 @@ impl Gateway {
             Source::Config(config) => (*config, zeroize::Zeroizing::new(String::new()), None),
         };
         let metrics = Arc::new(Metrics::register().map_err(|e| format!("registering metrics: {e}"))?);
+        discovery::follow::seed_from_caches(&config);
         let origin = Origin::new(1, text.as_bytes());
         drop(text);
         let snapshot = Snapshot::new(config, origin, &metrics).map_err(|e| format!("building upstream pools: {e}"))?;
@@ -119,7 +130,9 @@ impl Gateway {
         let nonces = Arc::new(filters::NonceSource::new(&rng).map_err(|e| format!("seeding nonces: {e}"))?);
         let draining = lifecycle::Draining::default();
         let nofile = fd_limit::raise();
-        let role_count = usize::from(snap.config.outbound.is_some()) + usize::from(snap.config.inbound.is_some());
+        let role_count = usize::from(snap.config.outbound.is_some())
+            + usize::from(snap.config.inbound.is_some())
+            + usize::from(snap.config.center.is_some());
         let fitted = |mut limits: ConnectionLimits, role: &str| {
             if let Some(n) = nofile {
                 fd_limit::fit(&mut limits, role, fd_limit::share(n, role_count), n);
@@ -150,7 +163,7 @@ impl Gateway {
                 log::warn!("inbound.dangerous_passthrough is on: requests are NOT verified (benchmarks only)");
             }
         }
-        let watch = lifecycle::Lifecycle::new(draining, replay, server.watch_execution_phase());
+        let watch = lifecycle::Lifecycle::new(draining.clone(), replay, server.watch_execution_phase());
         server.add_service(background_service("lifecycle", watch));
         server.add_service(background_service("heap trim", listener::heap_trim::HeapTrim));
         if let Some(listen) = &snap.config.admin {
@@ -164,13 +177,48 @@ impl Gateway {
             server.add_service(svc);
             log::info!("admin listening on {listen:?}");
         }
+        if let Some(settings) = &snap.config.center {
+            let state = center::server::Center::open(settings, shared.clone())?;
+            let app = pingora::apps::http_app::HttpServer::new_app(center::server::App(state.clone()));
+            let limits = ConnectionLimits { max_connections: 1024, header_timeout: std::time::Duration::from_secs(10) };
+            let guarded =
+                listener::Guarded::new(app, Role::Center, fitted(limits, "center"), metrics.listener(Role::Center));
+            let mut svc = pingora::services::listening::Service::new("fastproxy center".to_owned(), guarded);
+            for addr in &settings.listen {
+                svc.add_tcp(&addr.to_string());
+            }
+            server.add_service(svc);
+            server.add_service(background_service("center lease sweeper", center::server::Sweeper(state)));
+            log::info!("center listening on {:?}", settings.listen);
+        }
+        if !snap.config.registries.is_empty() {
+            let follower = Arc::new(discovery::follow::Follower::new(shared.clone(), metrics.clone(), &snap.config));
+            server.add_service(background_service("discovery", discovery::follow::FollowService(follower)));
+        }
+        let registrar =
+            match snap.config.inbound.as_ref().and_then(|i| i.register.as_ref()) {
+                Some(reg) => {
+                    let client =
+                        snap.config.registries.get(&reg.registry).map(discovery::connect).ok_or_else(|| {
+                            format!("inbound.register.registry {:?} is not in registries", reg.registry)
+                        })?;
+                    let registrar =
+                        discovery::register::Registrar::new(reg.clone(), client, shared.clone(), metrics.clone());
+                    server.add_service(background_service(
+                        "registration",
+                        discovery::register::RegisterService(registrar.clone()),
+                    ));
+                    Some(registrar)
+                }
+                None => None,
+            };
         let health_shared = shared.clone();
         let health = pools::HealthDriver::new(move || health_shared.load().pools.iter().cloned().collect());
         server.add_service(background_service("health checks", health));
         if path.is_some() {
             server.add_service(background_service("reload", reload::Triggers::new(reloader.clone())));
         }
-        Ok(Handle { reloader })
+        Ok(Handle { reloader, registrar, draining })
     }
 }
 

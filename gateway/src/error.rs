@@ -23,6 +23,8 @@ pub enum Role {
     Outbound,
     /// Callee side.
     Inbound,
+    /// The built-in registry.
+    Center,
 }
 
 impl Role {
@@ -31,6 +33,7 @@ impl Role {
         match self {
             Role::Outbound => "outbound",
             Role::Inbound => "inbound",
+            Role::Center => "center",
         }
     }
 }

@@ -11,6 +11,8 @@ pub mod admin;
 #[cfg(feature = "alloc-count")]
 pub mod alloc;
 pub mod assemble;
+pub mod center;
+pub mod discovery;
 pub mod error;
 pub mod fd_limit;
 pub mod http_util;

@@ -26,7 +26,8 @@ impl Draining {
         self.0.load(Ordering::Relaxed)
     }
 
-    fn start(&self) {
+    /// Starts draining: every response from now on closes its connection.
+    pub fn start(&self) {
         if !self.0.swap(true, Ordering::Relaxed) {
             log::info!("draining: every response now closes its connection");
         }

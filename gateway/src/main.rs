@@ -105,6 +105,7 @@ fn run(cli: Cli) -> Result<(), String> {
     let gateway = Gateway::load(Source::File(cli.config.clone()))?;
     let mut server = Server::new(Some(cli.pingora)).map_err(|e| e.to_string())?;
     server.bootstrap();
-    gateway.add_to(&mut server)?;
-    server.run_forever()
+    let handle = gateway.add_to(&mut server)?;
+    server.run(pingora::server::RunArgs { shutdown_signal: handle.stop_signals() });
+    Ok(())
 }

@@ -30,6 +30,12 @@ pub struct Metrics {
     refused: IntCounterVec,
     header_timeouts: IntCounterVec,
     reloads: IntCounterVec,
+    discovery_members: IntGaugeVec,
+    discovery_revision: IntGaugeVec,
+    discovery_updates: IntCounterVec,
+    discovery_errors: IntCounterVec,
+    registered: IntGaugeVec,
+    registration_errors: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -124,7 +130,63 @@ impl Metrics {
                 "Config reloads by result: ok, invalid (did not load or validate), refused (changes what needs an upgrade), error.",
                 &["result"],
             )?,
+            discovery_members: gauge(
+                "fastproxy_discovery_members",
+                "Instances of a discovered service in the last listing, by registry and service.",
+                &["registry", "service"],
+            )?,
+            discovery_revision: gauge(
+                "fastproxy_discovery_revision",
+                "Registry revision of the last listing of a discovered service.",
+                &["registry", "service"],
+            )?,
+            discovery_updates: counter(
+                "fastproxy_discovery_updates_total",
+                "Listings of a discovered service whose members changed (the pools took them).",
+                &["registry", "service"],
+            )?,
+            discovery_errors: counter(
+                "fastproxy_discovery_errors_total",
+                "Failed list or watch calls for a discovered service (the last known members keep serving).",
+                &["registry", "service"],
+            )?,
+            registered: gauge(
+                "fastproxy_registered",
+                "1 while this proxy holds a live registration of the service.",
+                &["registry", "service"],
+            )?,
+            registration_errors: counter(
+                "fastproxy_registration_errors_total",
+                "Failed register, keepalive or deregister calls.",
+                &["registry", "service"],
+            )?,
         })
+    }
+
+    /// Records a listing of `service` from `registry` (`changed`: its
+    /// members differ from the previous one).
+    pub fn discovery_listing(&self, registry: &str, service: &str, members: usize, revision: u64, changed: bool) {
+        let labels = [registry, service];
+        self.discovery_members.with_label_values(&labels).set(members as i64);
+        self.discovery_revision.with_label_values(&labels).set(revision as i64);
+        if changed {
+            self.discovery_updates.with_label_values(&labels).inc();
+        }
+    }
+
+    /// Counts a failed list or watch call.
+    pub fn discovery_error(&self, registry: &str, service: &str) {
+        self.discovery_errors.with_label_values(&[registry, service]).inc();
+    }
+
+    /// Records whether this proxy holds a registration of `service`.
+    pub fn set_registered(&self, registry: &str, service: &str, live: bool) {
+        self.registered.with_label_values(&[registry, service]).set(i64::from(live));
+    }
+
+    /// Counts a failed registration call.
+    pub fn registration_error(&self, registry: &str, service: &str) {
+        self.registration_errors.with_label_values(&[registry, service]).inc();
     }
 
     /// Counts a config reload's outcome.

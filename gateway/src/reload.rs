@@ -161,6 +161,9 @@ impl Reloader {
                     "file": self.path.as_deref().unwrap_or("(given by the embedding application)"),
                 }),
             );
+            if with_config && !snap.config.registries.is_empty() {
+                out.insert("discovery".to_owned(), crate::discovery::view());
+            }
             out.insert(
                 "last_reload_error".to_owned(),
                 failure.as_ref().map_or(

@@ -5,6 +5,7 @@ mod harness;
 
 mod bombs;
 mod connection_limits;
+mod discovery;
 mod embedded;
 mod independent_sender;
 mod operations;

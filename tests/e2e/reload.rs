@@ -3,12 +3,12 @@
 //! outlives a config (pool health and ejections, the replay cache).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::harness::client::{send, KeepAlive, Request};
+use crate::harness::client::{send, Request};
 use crate::harness::config::{caller, Options, Pair};
+use crate::harness::load::Load;
 use crate::harness::proxy::admin_config;
 use crate::harness::seal::{seal, Hand};
 use crate::harness::upstream::{Mode, Upstream};
@@ -40,66 +40,6 @@ fn replace(yaml: &str, from: &str, to: &str) -> String {
 fn metric(admin: SocketAddr, line_start: &str) -> Option<f64> {
     let text = send(admin, Request::new("GET", "/metrics")).expect("metrics").text();
     text.lines().find_map(|l| l.strip_prefix(line_start)).and_then(|v| v.trim().parse().ok())
-}
-
-/// Keep-alive clients that never re-send, each sending GETs through the
-/// outbound proxy until stopped; statuses counted by value, failures (no
-/// complete response, or a status not in `allowed`) kept with their time.
-struct Load {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    statuses: Arc<Mutex<std::collections::BTreeMap<u16, usize>>>,
-    failures: Arc<Mutex<Vec<String>>>,
-    sent: Arc<AtomicUsize>,
-    too_many: Arc<AtomicUsize>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, clients: usize, who: &str, allowed: &'static [u16]) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let statuses = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let sent = Arc::new(AtomicUsize::new(0));
-        let too_many = Arc::new(AtomicUsize::new(0));
-        let started = Instant::now();
-        let threads = (0..clients)
-            .map(|_| {
-                let (stop, statuses, failures, sent, too_many) =
-                    (stop.clone(), statuses.clone(), failures.clone(), sent.clone(), too_many.clone());
-                let who = who.to_owned();
-                std::thread::spawn(move || {
-                    let mut client = KeepAlive::new(addr);
-                    while !stop.load(Ordering::Relaxed) {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        match client.request("GET", "/token_service/load", &[("x-fp-caller", &who)], b"") {
-                            Ok(status) => {
-                                *statuses.lock().unwrap().entry(status).or_insert(0) += 1;
-                                if status == 429 {
-                                    too_many.fetch_add(1, Ordering::Relaxed);
-                                    std::thread::sleep(Duration::from_millis(5));
-                                }
-                                if !allowed.contains(&status) {
-                                    failures.lock().unwrap().push(format!("{:?}: status {status}", started.elapsed()));
-                                }
-                            }
-                            Err(e) => failures.lock().unwrap().push(format!("{:?}: {e}", started.elapsed())),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load { stop, threads, statuses, failures, sent, too_many }
-    }
-
-    fn finish(self) -> (usize, std::collections::BTreeMap<u16, usize>, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let statuses = self.statuses.lock().unwrap().clone();
-        let failures = self.failures.lock().unwrap().clone();
-        (self.sent.load(Ordering::Relaxed), statuses, failures)
-    }
 }
 
 fn generation(admin: SocketAddr) -> u64 {

@@ -56,6 +56,10 @@ pub struct Pool {
     resolver: Arc<dyn resolve::Resolve>,
     /// The last good answer for each host name.
     resolved: std::sync::Mutex<BTreeMap<(String, u16), Vec<SocketAddr>>>,
+    /// The members a registry gave (`discovery` pools).
+    discovered: std::sync::Mutex<Vec<(SocketAddr, u32)>>,
+    /// Serialises changes of the member list.
+    applying: tokio::sync::Mutex<()>,
     /// When the names are next resolved, and whether that is running.
     next_resolve: std::sync::Mutex<Instant>,
     resolving: std::sync::atomic::AtomicBool,
@@ -94,7 +98,15 @@ impl Pool {
         resolver: Arc<dyn resolve::Resolve>,
     ) -> std::io::Result<Self> {
         let resolved = resolve_names(name, &settings.names, &*resolver, &BTreeMap::new());
-        let backends = backend_list(settings, &resolved);
+        // A discovered pool starts with what the registry (or its cache)
+        // last said.
+        let discovered = settings
+            .discovery
+            .as_ref()
+            .and_then(|r| crate::discovery::directory().feed(r).listing())
+            .map(|l| l.backends())
+            .unwrap_or_default();
+        let backends = backend_list(settings, &resolved, &discovered);
         let members: MemberList = Arc::new(arc_swap::ArcSwap::from_pointee(
             backends
                 .iter()
@@ -128,6 +140,8 @@ impl Pool {
             members,
             resolver,
             resolved: std::sync::Mutex::new(resolved),
+            discovered: std::sync::Mutex::new(discovered),
+            applying: tokio::sync::Mutex::new(()),
             next_resolve: std::sync::Mutex::new(Instant::now() + settings.resolve_interval),
             resolving: std::sync::atomic::AtomicBool::new(false),
             budget: RetryBudget::new(budget_ratio, budget_min),
@@ -170,10 +184,39 @@ impl Pool {
 
     /// Makes `resolved` the pool's answer for its names.
     async fn apply_resolved(&self, resolved: BTreeMap<(String, u16), Vec<SocketAddr>>) {
-        let backends = backend_list(&self.settings, &resolved);
+        let _one = self.applying.lock().await;
         if let Ok(mut last) = self.resolved.lock() {
             *last = resolved;
         }
+        self.apply().await;
+    }
+
+    /// Makes `members` (from a registry) the pool's discovered backends;
+    /// those kept keep their health, ejection and in-flight state.
+    pub async fn set_discovered(&self, members: Vec<(SocketAddr, u32)>) {
+        let _one = self.applying.lock().await;
+        if let Ok(mut d) = self.discovered.lock() {
+            *d = members;
+        }
+        self.apply().await;
+    }
+
+    /// The members a registry gave the pool last.
+    pub fn discovered_members(&self) -> Vec<(SocketAddr, u32)> {
+        self.discovered.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    /// Where the pool's backends come from, when a registry gives them.
+    pub fn discovery(&self) -> Option<&crate::config::registry::DiscoveryRef> {
+        self.settings.discovery.as_ref()
+    }
+
+    /// Balances over the addresses, names and discovered members as they
+    /// are now, when that changes the backends.
+    async fn apply(&self) {
+        let resolved = self.resolved.lock().map(|m| m.clone()).unwrap_or_default();
+        let discovered = self.discovered.lock().map(|d| d.clone()).unwrap_or_default();
+        let backends = backend_list(&self.settings, &resolved, &discovered);
         let current = self.members.load_full();
         let same = current.len() == backends.len()
             && current.iter().zip(&backends).all(|(m, (a, w))| m.addr == *a && m.weight == *w);
@@ -357,10 +400,20 @@ fn resolve_names(
     out
 }
 
-/// The pool's backends: its addresses, then each name's, in order, each
-/// address once (a name's weight applies to each of its addresses).
-fn backend_list(settings: &Upstream, resolved: &BTreeMap<(String, u16), Vec<SocketAddr>>) -> Vec<(SocketAddr, u32)> {
+/// The pool's backends: its addresses, the discovered members, then each
+/// name's, in order, each address once (a name's weight applies to each of
+/// its addresses).
+fn backend_list(
+    settings: &Upstream,
+    resolved: &BTreeMap<(String, u16), Vec<SocketAddr>>,
+    discovered: &[(SocketAddr, u32)],
+) -> Vec<(SocketAddr, u32)> {
     let mut out: Vec<(SocketAddr, u32)> = settings.backends.clone();
+    for (addr, weight) in discovered {
+        if !out.iter().any(|(a, _)| a == addr) {
+            out.push((*addr, *weight));
+        }
+    }
     for (host, port, weight) in &settings.names {
         for addr in resolved.get(&(host.clone(), *port)).into_iter().flatten() {
             if !out.iter().any(|(a, _)| a == addr) {

@@ -45,6 +45,12 @@ pub struct Options {
     pub header_timeout: &'static str,
     /// Both proxies' `max_connections`.
     pub max_connections: usize,
+    /// Top-level YAML added to both proxies' configs (e.g. `registries:`).
+    pub registries: String,
+    /// The inbound proxy's `register:` flow map, when it registers.
+    pub register: Option<String>,
+    /// The outbound pool's `discovery:` flow map instead of its backends.
+    pub outbound_discovery: Option<String>,
 }
 
 impl Default for Options {
@@ -63,6 +69,9 @@ impl Default for Options {
             body_timeout: "60s",
             header_timeout: "10s",
             max_connections: 4096,
+            registries: String::new(),
+            register: None,
+            outbound_discovery: None,
         }
     }
 }
@@ -147,7 +156,15 @@ pub fn sign_secret(caller: &str) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn keys_yaml(ghost: bool) -> String {
+/// Nodes of the test center, each with its own key.
+pub const CENTER_NODES: [&str; 3] = ["inbound-node", "outbound-node", "other-node"];
+
+/// The hmac key id of center node `node`.
+pub fn center_key(node: &str) -> String {
+    format!("center-{node}")
+}
+
+pub fn keys_yaml(ghost: bool) -> String {
     let mut y = format!(
         "keys:\n  aead:\n    room-v2: {{ alg: aes-256-gcm, secret: \"{ROOM_V2}\" }}\n    chacha-v1: {{ alg: chacha20-poly1305, secret: \"{CHACHA_V1}\" }}\n"
     );
@@ -158,10 +175,13 @@ fn keys_yaml(ghost: bool) -> String {
     for c in all_callers() {
         y.push_str(&format!("    {}: {{ secret: \"{}\" }}\n", sign_key(&c), sign_secret(&c)));
     }
+    for node in CENTER_NODES {
+        y.push_str(&format!("    {}: {{ secret: \"{}\" }}\n", center_key(node), sign_secret(node)));
+    }
     y
 }
 
-fn outbound_yaml(port: u16, admin: u16, inbound: SocketAddr, o: &Options) -> String {
+pub fn outbound_yaml(port: u16, admin: u16, inbound: SocketAddr, o: &Options) -> String {
     let mut y = keys_yaml(true);
     y.push_str(&format!("admin:\n  listen: [\"127.0.0.1:{admin}\"]\n"));
     y.push_str(&format!(
@@ -181,11 +201,16 @@ fn outbound_yaml(port: u16, admin: u16, inbound: SocketAddr, o: &Options) -> Str
     y.push_str("  routes:\n    token_service: { upstream: inbound }\n");
     let extra = if o.outbound_pool.is_empty() { String::new() } else { format!(", {}", o.outbound_pool) };
     let read = if o.outbound_pool.contains("read_timeout") { "" } else { ", read_timeout: 30s" };
-    y.push_str(&format!("upstreams:\n  inbound: {{ backends: [\"{inbound}\"]{read}{extra} }}\n"));
+    let members = match &o.outbound_discovery {
+        Some(d) => format!("discovery: {d}"),
+        None => format!("backends: [\"{inbound}\"]"),
+    };
+    y.push_str(&format!("upstreams:\n  inbound: {{ {members}{read}{extra} }}\n"));
+    y.push_str(&o.registries);
     y
 }
 
-fn inbound_yaml(port: u16, admin: u16, backends: &str, o: &Options) -> String {
+pub fn inbound_yaml(port: u16, admin: u16, backends: &str, o: &Options) -> String {
     let mut y = keys_yaml(false);
     y.push_str(&format!("admin:\n  listen: [\"127.0.0.1:{admin}\"]\n"));
     y.push_str(&format!(
@@ -222,5 +247,9 @@ fn inbound_yaml(port: u16, admin: u16, backends: &str, o: &Options) -> String {
         settings.push(o.pool.clone());
     }
     y.push_str(&format!("upstreams:\n  callee: {{ {} }}\n", settings.join(", ")));
+    if let Some(r) = &o.register {
+        y = y.replacen("  services:\n", &format!("  register: {r}\n  services:\n"), 1);
+    }
+    y.push_str(&o.registries);
     y
 }

@@ -3,11 +3,14 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod load;
 // Process and deployment helpers need the test binary's path (cargo test only).
 #[cfg(test)]
 pub mod config;
 #[cfg(test)]
 pub mod proxy;
+#[cfg(test)]
+pub mod registry;
 pub mod relay;
 #[cfg(test)]
 pub mod seal;

@@ -134,6 +134,11 @@ impl Proxy {
         None
     }
 
+    /// True once the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// The config file the process runs on.
     pub fn config_text(&self) -> String {
         std::fs::read_to_string(self.dir.join("fastproxy.yaml")).expect("config file")
