@@ -311,3 +311,62 @@ pub(crate) fn center(c: &mut Check, s: &schema::Center, ring: &KeyRing) -> Cente
     }
     Center { listen, state_file: s.state_file.clone(), max_ttl, clients }
 }
+
+#[cfg(test)]
+mod tests {
+    const KEYS: &str =
+        "keys:\n  hmac:\n    c1: { secret: \"808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f\" }\n";
+
+    fn problems(yaml: &str) -> Vec<String> {
+        match crate::from_yaml(&format!("{KEYS}{yaml}")) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.0.into_iter().map(|p| format!("{}: {}", p.path, p.message)).collect(),
+        }
+    }
+
+    const OUT: &str = "outbound:\n  listen: [\"127.0.0.1:1\"]\n  callers: { a: { sign_key: c1 } }\n  routes: { s: { upstream: p } }\n";
+
+    #[test]
+    fn discovery_settings_are_checked_with_their_paths() {
+        let ok = format!(
+            "{OUT}registries:\n  r: {{ center: \"http://127.0.0.1:9100\", node: n, key: c1 }}\n  e: {{ etcd: \"http://127.0.0.1:2379/\" }}\nupstreams:\n  p: {{ discovery: {{ registry: r, service: s }} }}\n"
+        );
+        assert_eq!(problems(&ok), Vec::<String>::new());
+        let bad = format!(
+            "{OUT}registries:\n  r: {{ center: \"https://x:1\", etcd: \"http://y:2\" }}\n  c: {{ center: \"http://127.0.0.1:9100\", key: nope, prefix: /x/ }}\n  e: {{ etcd: \"http://127.0.0.1\", node: n }}\nupstreams:\n  p: {{ backends: [\"127.0.0.1:2\"], discovery: {{ registry: missing, service: s }} }}\n"
+        );
+        let found = problems(&bad);
+        for expected in [
+            "registries.r: set exactly one of center or etcd",
+            "registries.c.prefix: applies to etcd only",
+            "registries.c.node: a center registry needs",
+            "registries.c.key: \"nope\" is not a key of keys.hmac",
+            "registries.e.node: applies to a center only",
+            "registries.e.etcd: \"http://127.0.0.1\" must be http://host:port",
+            "upstreams.p.backends: set backends or discovery, not both",
+            "upstreams.p.discovery.registry: \"missing\" is not in registries",
+        ] {
+            assert!(found.iter().any(|f| f.starts_with(expected)), "missing {expected:?} in {found:#?}");
+        }
+    }
+
+    #[test]
+    fn a_registration_and_a_center_are_checked() {
+        let inbound = "inbound:\n  listen: [\"127.0.0.1:3\"]\n  register: { registry: r, advertise: \"0.0.0.0:3\", ttl: 500ms, weight: 0 }\n  services: { s: { upstream: p } }\nupstreams:\n  p: { backends: [\"127.0.0.1:4\"] }\nregistries:\n  r: { etcd: \"http://127.0.0.1:2379\" }\n";
+        let found = problems(inbound);
+        for expected in [
+            "inbound.register.advertise: must be",
+            "inbound.register.ttl: must be at least 1s",
+            "inbound.register.weight",
+        ] {
+            assert!(found.iter().any(|f| f.starts_with(expected)), "missing {expected:?} in {found:#?}");
+        }
+        let center = "center:\n  listen: [\"127.0.0.1:9100\"]\n  state_file: /tmp/x.json\n  clients: { a: { key: nope, register: [\"bad name!\"] } }\n";
+        let found = problems(center);
+        for expected in ["center.clients.a.key", "center.clients.a.register[0]"] {
+            assert!(found.iter().any(|f| f.starts_with(expected)), "missing {expected:?} in {found:#?}");
+        }
+        let alone = "center:\n  listen: [\"127.0.0.1:9100\"]\n  state_file: /tmp/x.json\n  clients: { a: { key: c1, register: [s] } }\n";
+        assert_eq!(problems(alone), Vec::<String>::new(), "a center alone is a valid config");
+    }
+}

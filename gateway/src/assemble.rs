@@ -116,6 +116,12 @@ impl Gateway {
         Ok(Gateway { shared: Arc::new(ArcSwap::from_pointee(snapshot)), metrics, path })
     }
 
+    /// True when the config has a `center:` section (the process serves the
+    /// built-in registry).
+    pub fn serves_center(&self) -> bool {
+        self.shared.load().config.center.is_some()
+    }
+
     /// Adds the roles the config asks for, its admin listener and the
     /// background services to `server` (bootstrapped, not yet running);
     /// returns the handle that reloads them.

@@ -52,6 +52,11 @@ enum Command {
     Check,
     /// Print a new random 32-byte key secret (64 hex digits) for the config's `secret:` fields.
     Keygen,
+    /// Run the built-in registry (the config's `center:` section; docs/CENTER.md).
+    Center {
+        #[command(flatten)]
+        pingora: Opt,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,7 +93,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        None => match run(cli) {
+        Some(Command::Center { pingora }) => match run(&cli.config, pingora, true) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fastproxy center: {e}");
+                ExitCode::from(2)
+            }
+        },
+        None => match run(&cli.config, cli.pingora, false) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("fastproxy: {e}");
@@ -101,9 +113,13 @@ fn main() -> ExitCode {
 /// Loads the config, builds the roles it asks for, and runs Pingora. The
 /// config is checked before Pingora starts (or takes over a running
 /// instance's listeners), so a bad config never interrupts one.
-fn run(cli: Cli) -> Result<(), String> {
-    let gateway = Gateway::load(Source::File(cli.config.clone()))?;
-    let mut server = Server::new(Some(cli.pingora)).map_err(|e| e.to_string())?;
+/// `center`: the config must have a `center:` section.
+fn run(config: &str, pingora: Opt, center: bool) -> Result<(), String> {
+    let gateway = Gateway::load(Source::File(config.to_owned()))?;
+    if center && !gateway.serves_center() {
+        return Err(format!("{config} has no center: section (docs/CONFIG.md, `center`)"));
+    }
+    let mut server = Server::new(Some(pingora)).map_err(|e| e.to_string())?;
     server.bootstrap();
     let handle = gateway.add_to(&mut server)?;
     server.run(pingora::server::RunArgs { shutdown_signal: handle.stop_signals() });

@@ -380,3 +380,31 @@ fn proxies_recover_when_etcd_restarts_under_load() {
     eprintln!("etcd restart: new member seen after {took:?}; {sent} requests, {} failed", failures.len());
     assert!(failures.is_empty(), "{failures:?}");
 }
+
+#[test]
+fn an_upgrade_hands_the_registration_over_without_a_gap() {
+    let center = Center::start();
+    let mut inbound = start_inbound(&center.registries_yaml("inbound-node", None), "2s");
+    let out = start_outbound(&center.registries_yaml("outbound-node", None));
+    wait_members(&out, 1, Duration::from_secs(5));
+    let load = Load::start(out.addr, 4, &caller("aes", "none"), &[200]);
+    let new = inbound.proxy.start_upgrade();
+    std::thread::sleep(Duration::from_millis(500));
+    inbound.proxy.signal("QUIT");
+    let t = Instant::now();
+    // Until the old process is gone and a whole TTL after it, the instance
+    // stays listed: the new process took the registration over.
+    let mut gone_at = None;
+    while gone_at.is_none_or(|g: Duration| t.elapsed() < g + Duration::from_secs(3)) {
+        assert_eq!(members(&out), 1, "the instance left the pool {:?} after SIGQUIT", t.elapsed());
+        if gone_at.is_none() && inbound.proxy.exited() {
+            gone_at = Some(t.elapsed());
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "the old process did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (sent, _, failures) = load.finish();
+    eprintln!("upgrade: old process gone {:?} after SIGQUIT; {sent} requests, {} failed", gone_at, failures.len());
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(new.log().contains("registered token_service"), "the new process registered");
+}

@@ -96,6 +96,37 @@ pub fn authorization(
 mod tests {
     use super::*;
 
+    /// The test vector of docs/CENTER.md ("Test vector").
+    #[test]
+    fn the_documented_vector_holds() {
+        let mut secret = [0u8; 32];
+        for (i, b) in secret.iter_mut().enumerate() {
+            *b = 0x80 + i as u8;
+        }
+        let key = filters::SignKey::new("center-token-inbound", &secret)
+            .and_then(|k| k.purpose_key(crate::config::registry::CENTER_KEY_LABEL))
+            .expect("key");
+        let body = br#"{"addr":"127.0.0.1:8033","ttl_ms":10000}"#;
+        let text = request_string(
+            "PUT",
+            "/v1/services/token_service/instances/127.0.0.1:8033",
+            1_764_900_000_000,
+            "000102030405060708090a0b0c0d0e0f",
+            body,
+        );
+        let sig = sign(&key, &text);
+        let answer = br#"{"lease":"1","revision":1,"ttl_ms":10000}"#;
+        let response = sign(&key, &response_string(&sig, 200, answer));
+        assert_eq!(
+            (sig.as_str(), response.as_str()),
+            (REQUEST_SIG, RESPONSE_SIG),
+            "request {sig}, response {response}"
+        );
+    }
+
+    const REQUEST_SIG: &str = "f8e2606126e73a82427baa9ccdbe47adec5161560e3324c796234dfd2c13c65d";
+    const RESPONSE_SIG: &str = "4405d9402e32d68ce868795d0df001771bb2595019044278213a988cb6aa1b9a";
+
     #[test]
     fn a_signed_request_parses_and_verifies_and_a_changed_one_does_not() {
         let key = hmac::Key::new(hmac::HMAC_SHA256, &[7; 32]);
