@@ -4,6 +4,7 @@
 //! A `Config` is only ever built whole by [`load`] (or [`from_yaml`]); the
 //! roles read it through an `Arc` snapshot, so a reload swaps it atomically.
 
+mod check;
 mod name;
 pub mod overrides;
 pub mod policy;

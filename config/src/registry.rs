@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use filters::KeyRing;
 
+use crate::check::Check;
 use crate::schema;
-use crate::validate::Check;
 
 /// HKDF info of the center's request-signing key (docs/CENTER.md).
 pub const CENTER_KEY_LABEL: &[u8] = b"fastproxy/1 center";

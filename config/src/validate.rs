@@ -10,54 +10,14 @@ use filters::{AeadKey, Algorithm, Codec, CompressOptions, KeyRing, SignKey};
 
 use super::schema::{self, File};
 use super::{
-    secret, Config, ConnectionLimits, HashKey, Health, Inbound, Name, Outbound, OutlierPolicy, Probe, Problem,
-    Problems, Reload, RetryPolicy, Route, Seal, Selection, Upstream,
+    secret, Config, ConnectionLimits, HashKey, Health, Inbound, Name, Outbound, OutlierPolicy, Probe, Problems, Reload,
+    RetryPolicy, Route, Seal, Selection, Upstream,
 };
+use crate::check::Check;
 use crate::policy::{CallerPolicy, Methods, PathMatch, RateLimiter, Rule};
 use crate::registry;
 
 const MIB: u64 = 1 << 20;
-
-/// Collects problems while validating.
-#[derive(Default)]
-pub(crate) struct Check {
-    problems: Vec<Problem>,
-}
-
-impl Check {
-    pub(crate) fn fail(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem { path: path.into(), message: message.into() });
-    }
-
-    pub(crate) fn name(&mut self, path: &str, name: &str, what: &str) {
-        if !filters::valid_token(name, filters::envelope::MAX_NAME_LEN) {
-            self.fail(path, format!("{what} name {name:?} must be 1-128 characters of A-Z a-z 0-9 . _ -"));
-        }
-    }
-
-    pub(crate) fn addrs(&mut self, path: &str, list: &[String]) -> Vec<SocketAddr> {
-        if list.is_empty() {
-            self.fail(path, "must list at least one ip:port address");
-        }
-        let mut out = Vec::new();
-        for (i, a) in list.iter().enumerate() {
-            match a.parse::<SocketAddr>() {
-                Ok(addr) => out.push(addr),
-                Err(_) => self.fail(format!("{path}[{i}]"), format!("{a:?} is not an ip:port address")),
-            }
-        }
-        out
-    }
-
-    fn header_name(&mut self, path: &str, name: Option<&str>, default: &str) -> String {
-        let name = name.unwrap_or(default).to_ascii_lowercase();
-        let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !ok {
-            self.fail(path, format!("{name:?} is not a valid header name"));
-        }
-        name
-    }
-}
 
 pub(super) fn validate(file: File) -> Result<Config, Problems> {
     let mut c = Check::default();

@@ -19,6 +19,7 @@ pub mod http_util;
 pub mod lifecycle;
 pub mod listener;
 pub mod logging;
+pub mod membership;
 pub mod metrics;
 pub mod opened;
 pub mod pools;

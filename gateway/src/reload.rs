@@ -162,7 +162,7 @@ impl Reloader {
                 }),
             );
             if with_config && !snap.config.registries.is_empty() {
-                out.insert("discovery".to_owned(), crate::discovery::view());
+                out.insert("discovery".to_owned(), crate::membership::view());
             }
             out.insert(
                 "last_reload_error".to_owned(),

@@ -408,3 +408,25 @@ fn an_upgrade_hands_the_registration_over_without_a_gap() {
     assert!(failures.is_empty(), "{failures:?}");
     assert!(new.log().contains("registered token_service"), "the new process registered");
 }
+
+#[test]
+fn a_discovered_pool_without_members_refuses_cleanly_until_the_registry_answers() {
+    // The outbound proxy starts before its registry, with no cache.
+    let port = proxy::free_port();
+    let regs = format!(
+        "registries:\n  reg: {{ center: \"http://127.0.0.1:{port}\", node: outbound-node, key: {}, timeout: 1s }}\n",
+        center_key("outbound-node")
+    );
+    let out = start_outbound(&regs);
+    let who = caller("aes", "none");
+    let refused = send(out.addr, Request::new("GET", "/token_service/x").header("x-fp-caller", &who)).expect("answer");
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.text().contains("no_healthy_upstream"), "{}", refused.text());
+    assert!(!admin_config(out.admin)["discovery"]["reg"]["token_service"]["last_error"].is_null());
+    // The registry comes up and an instance registers: the pool fills.
+    let center = Center::start_on(port);
+    let _member = start_inbound(&center.registries_yaml("inbound-node", None), "2s");
+    let took = wait_members(&out, 1, Duration::from_secs(8));
+    eprintln!("members arrived {took:?} after the instance started");
+    assert_eq!(get(&out), 200);
+}

@@ -4,11 +4,10 @@
 //! signed with the client's center key and every answer with the same key;
 //! registrations survive a restart in `center.state_file`.
 //!
-//! - `auth`: the request and response signatures (shared with the client in
-//!   `discovery::center_client`);
+//! - the request and response signatures are `discovery::center_auth`
+//!   (shared with the client);
 //! - `store`: the state machine (leases, revisions, persistence format);
 //! - `server`: the HTTP JSON API and the lease sweeper.
 
-pub mod auth;
 pub mod server;
 pub mod store;

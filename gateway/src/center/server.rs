@@ -14,10 +14,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::auth;
 use super::store::{Refusal, Store};
 use crate::config::registry::{self, Center as Settings};
-use crate::discovery::{valid_instance_id, Instance};
+use crate::discovery::center_auth as auth;
+use crate::membership::{valid_instance_id, Instance};
 use crate::state::Shared;
 
 /// Largest request body.
@@ -139,8 +139,11 @@ impl Center {
         written
     }
 
-    /// Ends expired leases (the sweeper calls this).
+    /// Ends expired leases and forgets nonces older than the replay window
+    /// (the sweeper calls this).
     pub async fn sweep(self: &Arc<Self>) {
+        let now = crate::http_util::now_ms();
+        self.nonces.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, t| now.abs_diff(*t) <= auth::MAX_SKEW_MS);
         let ended = self.store().sweep(Instant::now());
         if ended > 0 {
             log::info!("center: {ended} lease(s) expired");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::discovery::{Instance, Listing};
+use crate::membership::{Instance, Listing};
 
 /// Most instances the center holds, all services together.
 pub const MAX_INSTANCES: usize = 65_536;

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::center_auth as auth;
 use super::http::{self, Reply, Request};
 use super::{Error, Instance, Lease, Listing, Registry, Watch};
-use crate::center::auth;
 
 /// How long a watch asks the center to hold it when nothing changes.
 const WATCH_WAIT: Duration = Duration::from_secs(30);

@@ -4,17 +4,18 @@
 //! file. When the registry cannot be reached the last members keep serving;
 //! a cold start without the registry serves from the cache file.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use super::{directory, Listing, Registry};
+use super::Registry;
 use crate::config::registry::{DiscoveryRef, Registry as RegistrySettings};
 use crate::config::Config;
+use crate::membership::{directory, Listing};
 use crate::metrics::Metrics;
 use crate::state::Shared;
 
@@ -68,14 +69,13 @@ pub struct Follower {
     shared: Shared,
     metrics: Arc<Metrics>,
     registries: BTreeMap<String, (RegistrySettings, Arc<dyn Registry>)>,
-    running: Mutex<HashSet<DiscoveryRef>>,
 }
 
 impl Follower {
     /// A follower of the registries `config` names.
     pub fn new(shared: Shared, metrics: Arc<Metrics>, config: &Config) -> Self {
         let registries = config.registries.iter().map(|(n, r)| (n.clone(), (r.clone(), super::connect(r)))).collect();
-        Follower { shared, metrics, registries, running: Mutex::new(HashSet::new()) }
+        Follower { shared, metrics, registries }
     }
 
     /// Publishes `listing` of `r`: the feed, every live pool using it, the
@@ -135,13 +135,15 @@ impl Follower {
     }
 }
 
-/// Runs [`Follower`] for every discovered service the live pools use.
+/// Runs [`Follower`] for every discovered service the live pools use; a
+/// service no live pool uses any more (a reload removed it) is no longer
+/// followed.
 pub struct FollowService(pub Arc<Follower>);
 
 #[async_trait]
 impl BackgroundService for FollowService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tasks = Vec::new();
+        let mut tasks: HashMap<DiscoveryRef, tokio::task::JoinHandle<()>> = HashMap::new();
         let mut tick = tokio::time::interval(TICK);
         loop {
             tokio::select! {
@@ -149,7 +151,7 @@ impl BackgroundService for FollowService {
                 _ = shutdown.changed() => break,
             }
             let live: Vec<_> = self.0.shared.load().pools.iter().filter(|p| p.discovery().is_some()).cloned().collect();
-            let mut wanted = Vec::new();
+            let mut wanted = HashSet::new();
             for pool in live {
                 let Some(r) = pool.discovery().cloned() else { continue };
                 // A pool a reload built while a listing was being published
@@ -160,17 +162,24 @@ impl BackgroundService for FollowService {
                         tokio::spawn(async move { pool.set_discovered(backends).await });
                     }
                 }
-                wanted.push(r);
+                wanted.insert(r);
             }
+            tasks.retain(|r, task| {
+                let keep = wanted.contains(r);
+                if !keep {
+                    log::info!(target: "fastproxy::discovery", "{}/{}: no pool uses it any more; no longer followed", r.registry, r.service);
+                    task.abort();
+                }
+                keep
+            });
             for r in wanted {
-                let new = self.0.running.lock().map(|mut run| run.insert(r.clone())).unwrap_or(false);
-                if new {
-                    tasks.push(tokio::spawn(self.0.clone().follow(r)));
+                if !tasks.contains_key(&r) {
+                    tasks.insert(r.clone(), tokio::spawn(self.0.clone().follow(r)));
                 }
             }
         }
-        for t in tasks {
-            t.abort();
+        for task in tasks.values() {
+            task.abort();
         }
     }
 }

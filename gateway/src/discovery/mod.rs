@@ -5,67 +5,24 @@
 //! - [`Registry`]: register / keepalive / deregister / list / watch, one
 //!   implementation per engine (`center_client`, `etcd`);
 //! - `follow`: one task per discovered service, feeding live pools, with a
-//!   cache file for cold starts (the [`Directory`] holds what it learnt);
+//!   cache file for cold starts (what it learnt is kept in
+//!   [`crate::membership`]);
+//! - `center_auth`: the signatures of the center's API (client and server);
 //! - `register`: an inbound proxy's own registrations, and the stop signal
 //!   handling that deregisters before the listeners close.
 
+pub mod center_auth;
 pub mod center_client;
 pub mod etcd;
 pub mod follow;
 pub mod http;
 pub mod register;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
-use serde::{Deserialize, Serialize};
-
-use crate::config::registry::{DiscoveryRef, Registry as RegistrySettings, RegistryKind};
-
-/// One registered instance of a service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Instance {
-    /// Unique within its service (an inbound proxy uses its advertised
-    /// address).
-    pub id: String,
-    /// Where it is reached.
-    pub addr: SocketAddr,
-    /// Relative share of requests, 1 to 1000.
-    pub weight: u32,
-    /// Labels (zone, version).
-    #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
-}
-
-/// A service's instances at a registry revision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Listing {
-    /// The registry's revision the listing reflects.
-    pub revision: u64,
-    /// Instances, sorted by id.
-    pub instances: Vec<Instance>,
-}
-
-impl Listing {
-    /// The backends a pool takes from it.
-    pub fn backends(&self) -> Vec<(SocketAddr, u32)> {
-        let mut out: Vec<(SocketAddr, u32)> = Vec::new();
-        for i in &self.instances {
-            if !out.iter().any(|(a, _)| *a == i.addr) {
-                out.push((i.addr, i.weight));
-            }
-        }
-        out
-    }
-
-    /// True when both list the same instances (revisions aside).
-    pub fn same_members(&self, other: &Listing) -> bool {
-        self.instances == other.instances
-    }
-}
+use crate::config::registry::{Registry as RegistrySettings, RegistryKind};
+pub use crate::membership::{Instance, Listing};
 
 /// A registration's lease, as the registry names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,110 +93,4 @@ pub fn connect(settings: &RegistrySettings) -> Arc<dyn Registry> {
             Arc::new(etcd::Etcd::new(authority.clone(), prefix.clone(), settings.timeout))
         }
     }
-}
-
-/// True when `id` may name an instance: 1-128 bytes of `A-Z a-z 0-9 . _ : -`.
-pub fn valid_instance_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-}
-
-/// What is known of one discovered service: the last listing and the last
-/// error, shared by the follower that learns them and the pools and views
-/// that read them.
-#[derive(Default)]
-pub struct Feed {
-    listing: ArcSwapOption<Listing>,
-    /// Where the current listing came from: `registry` or `cache`.
-    origin: Mutex<&'static str>,
-    /// The last failure and when (ms since the epoch); cleared on success.
-    last_error: Mutex<Option<(String, u64)>>,
-}
-
-impl Feed {
-    /// The last listing, if any.
-    pub fn listing(&self) -> Option<Arc<Listing>> {
-        self.listing.load_full()
-    }
-
-    /// Records a listing learnt from `origin`.
-    pub fn set(&self, listing: Listing, origin: &'static str) {
-        self.listing.store(Some(Arc::new(listing)));
-        if let Ok(mut o) = self.origin.lock() {
-            *o = origin;
-        }
-    }
-
-    /// Records a failure (the listing is kept).
-    pub fn failed(&self, message: String) {
-        if let Ok(mut e) = self.last_error.lock() {
-            *e = Some((message, crate::http_util::now_ms()));
-        }
-    }
-
-    /// Clears the last failure.
-    pub fn healthy(&self) {
-        if let Ok(mut e) = self.last_error.lock() {
-            *e = None;
-        }
-    }
-
-    /// The view for `/config`.
-    pub fn view(&self) -> serde_json::Value {
-        let listing = self.listing();
-        let origin = self.origin.lock().map(|o| *o).unwrap_or("");
-        let error = self.last_error.lock().ok().and_then(|e| e.clone());
-        serde_json::json!({
-            "revision": listing.as_ref().map(|l| l.revision),
-            "from": if listing.is_some() { origin } else { "" },
-            "members": listing.as_ref().map(|l| l.instances.iter().map(|i| serde_json::json!({
-                "id": i.id, "addr": i.addr.to_string(), "weight": i.weight, "metadata": i.metadata,
-            })).collect::<Vec<_>>()).unwrap_or_default(),
-            "last_error": error.map(|(message, at_ms)| serde_json::json!({ "message": message, "at_ms": at_ms })),
-        })
-    }
-}
-
-/// Every discovered service's feed, process-wide (one gateway per process,
-/// as for its metrics): it outlives reloads, so a pool rebuilt by a reload
-/// starts with the members already known.
-#[derive(Default)]
-pub struct Directory {
-    feeds: Mutex<HashMap<DiscoveryRef, Arc<Feed>>>,
-}
-
-impl Directory {
-    /// The feed of `r`, created empty on first use.
-    pub fn feed(&self, r: &DiscoveryRef) -> Arc<Feed> {
-        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        feeds.entry(r.clone()).or_default().clone()
-    }
-
-    /// Every feed, by registry and service.
-    pub fn all(&self) -> Vec<(DiscoveryRef, Arc<Feed>)> {
-        let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<_> = feeds.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    }
-}
-
-/// The process's directory.
-pub fn directory() -> &'static Directory {
-    static DIRECTORY: OnceLock<Directory> = OnceLock::new();
-    DIRECTORY.get_or_init(Directory::default)
-}
-
-/// The discovery state for `/config`: per registry and service, the
-/// revision, members, where they came from and the last error.
-pub fn view() -> serde_json::Value {
-    let mut out = serde_json::Map::new();
-    for (r, feed) in directory().all() {
-        let entry = out.entry(r.registry.clone()).or_insert_with(|| serde_json::json!({}));
-        if let Some(map) = entry.as_object_mut() {
-            map.insert(r.service.clone(), feed.view());
-        }
-    }
-    serde_json::Value::Object(out)
 }

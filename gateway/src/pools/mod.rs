@@ -103,7 +103,7 @@ impl Pool {
         let discovered = settings
             .discovery
             .as_ref()
-            .and_then(|r| crate::discovery::directory().feed(r).listing())
+            .and_then(|r| crate::membership::directory().feed(r).listing())
             .map(|l| l.backends())
             .unwrap_or_default();
         let backends = backend_list(settings, &resolved, &discovered);

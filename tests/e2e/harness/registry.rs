@@ -121,7 +121,12 @@ pub struct Center {
 impl Center {
     /// Starts a center with its state in a new temporary file.
     pub fn start() -> Center {
-        let (port, admin) = (proxy::free_port(), proxy::free_port());
+        Self::start_on(proxy::free_port())
+    }
+
+    /// [`Center::start`] on `port`.
+    pub fn start_on(port: u16) -> Center {
+        let admin = proxy::free_port();
         let state = std::env::temp_dir().join(format!("fastproxy-center-{}-{port}.json", std::process::id()));
         let yaml = center_yaml(port, admin, &state.display().to_string());
         let proxy = Proxy::start(&yaml, &[port, admin]);
