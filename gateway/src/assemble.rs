@@ -184,7 +184,7 @@ impl Gateway {
             log::info!("admin listening on {listen:?}");
         }
         if let Some(settings) = &snap.config.center {
-            let state = center::server::Center::open(settings, shared.clone())?;
+            let state = center::server::Center::open(settings, shared.clone(), metrics.clone())?;
             let app = pingora::apps::http_app::HttpServer::new_app(center::server::App(state.clone()));
             let limits = ConnectionLimits { max_connections: 1024, header_timeout: std::time::Duration::from_secs(10) };
             let guarded =

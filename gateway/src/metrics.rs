@@ -36,6 +36,7 @@ pub struct Metrics {
     discovery_errors: IntCounterVec,
     registered: IntGaugeVec,
     registration_errors: IntCounterVec,
+    center_requests: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -160,6 +161,11 @@ impl Metrics {
                 "Failed register, keepalive or deregister calls.",
                 &["registry", "service"],
             )?,
+            center_requests: counter(
+                "fastproxy_center_requests_total",
+                "Requests to the center's API, by result: ok or the error code of the refusal.",
+                &["result"],
+            )?,
         })
     }
 
@@ -182,6 +188,12 @@ impl Metrics {
     /// Records whether this proxy holds a registration of `service`.
     pub fn set_registered(&self, registry: &str, service: &str, live: bool) {
         self.registered.with_label_values(&[registry, service]).set(i64::from(live));
+    }
+
+    /// Counts a request to the center's API (`result`: `ok` or a stable
+    /// error code).
+    pub fn center_request(&self, result: &str) {
+        self.center_requests.with_label_values(&[result]).inc();
     }
 
     /// Counts a failed registration call.

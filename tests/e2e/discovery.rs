@@ -184,6 +184,13 @@ fn the_center_authenticates_every_request_and_allows_only_a_clients_own_services
         assert!(matches!(refused, Err(Error::Refused { status: 403, .. })), "{refused:?}");
         assert_eq!(ids(&reader.list("token_service").await.expect("list")), ["z"]);
     });
+    let metrics = send(center.admin, Request::new("GET", "/metrics")).expect("metrics").text();
+    for line in [
+        "fastproxy_center_requests_total{result=\"unauthenticated\"} 2",
+        "fastproxy_center_requests_total{result=\"forbidden\"} 3",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
 }
 
 /// One inbound proxy with its own callee, registering `token_service`.
@@ -429,4 +436,36 @@ fn a_discovered_pool_without_members_refuses_cleanly_until_the_registry_answers(
     let took = wait_members(&out, 1, Duration::from_secs(8));
     eprintln!("members arrived {took:?} after the instance started");
     assert_eq!(get(&out), 200);
+}
+
+#[test]
+fn an_etcd_watch_behind_a_compaction_lists_again_and_reports_the_difference() {
+    let etcd = Etcd::start();
+    let client = etcd_client(etcd.addr);
+    let rt = runtime();
+    rt.block_on(async {
+        let before = client.list("compacted").await.expect("list");
+        let lease =
+            client.register("compacted", &instance("a", 3001), Duration::from_secs(10)).await.expect("register");
+        client.register("compacted", &instance("b", 3002), Duration::from_secs(10)).await.expect("register");
+        client.deregister(&lease).await.expect("deregister");
+        let now = client.list("compacted").await.expect("list");
+        assert_eq!(ids(&now), ["b"]);
+        // Compact everything up to now: a watch from `before` cannot replay the events.
+        let compact = format!("{{\"revision\":\"{}\",\"physical\":true}}", now.revision);
+        let r = send(
+            etcd.addr,
+            Request::new("POST", "/v3/kv/compaction").body(crate::harness::client::Body::Bytes(compact.into_bytes())),
+        )
+        .expect("compaction");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let mut watch = client.watch("compacted", before).await.expect("watch from a compacted revision");
+        let seen =
+            tokio::time::timeout(Duration::from_secs(3), watch.next()).await.expect("in time").expect("listed again");
+        assert_eq!(ids(&seen), ["b"], "the difference since the old listing");
+        // And it follows on from there.
+        client.register("compacted", &instance("c", 3003), Duration::from_secs(10)).await.expect("register");
+        let seen = tokio::time::timeout(Duration::from_secs(3), watch.next()).await.expect("in time").expect("watch");
+        assert_eq!(ids(&seen), ["b", "c"]);
+    });
 }

@@ -18,6 +18,7 @@ use super::store::{Refusal, Store};
 use crate::config::registry::{self, Center as Settings};
 use crate::discovery::center_auth as auth;
 use crate::membership::{valid_instance_id, Instance};
+use crate::metrics::Metrics;
 use crate::state::Shared;
 
 /// Largest request body.
@@ -35,6 +36,7 @@ pub struct Center {
     written: Mutex<u64>,
     nonces: Mutex<HashMap<(String, String), u64>>,
     shared: Shared,
+    metrics: Arc<Metrics>,
 }
 
 /// An answer before it is signed.
@@ -80,7 +82,7 @@ fn one() -> u32 {
 
 impl Center {
     /// Opens the center's state file (empty state when there is none).
-    pub fn open(settings: &Settings, shared: Shared) -> Result<Arc<Center>, String> {
+    pub fn open(settings: &Settings, shared: Shared, metrics: Arc<Metrics>) -> Result<Arc<Center>, String> {
         let store = match std::fs::read(&settings.state_file) {
             Ok(bytes) => Store::restore(&bytes, Instant::now())
                 .map_err(|e| format!("center.state_file {}: {e}", settings.state_file))?,
@@ -101,6 +103,7 @@ impl Center {
             file: settings.state_file.clone(),
             nonces: Mutex::new(HashMap::new()),
             shared,
+            metrics,
         }))
     }
 
@@ -137,6 +140,12 @@ impl Center {
             log::error!("center: {e}");
         }
         written
+    }
+
+    /// The HTTP answer for `a`, signed when `key` is given; counted by result.
+    fn answer(&self, a: Answer, key: Option<(&ring::hmac::Key, &str)>) -> Response<Vec<u8>> {
+        self.metrics.center_request(a.body["error"]["code"].as_str().unwrap_or("ok"));
+        reply(a, key)
     }
 
     /// Ends expired leases and forgets nonces older than the replay window
@@ -359,18 +368,22 @@ impl ServeHttp for App {
         let target = uri.path_and_query().map_or(path.clone(), |p| p.as_str().to_owned());
         let body = match read_body(session).await {
             Ok(b) => b,
-            Err(a) => return reply(a, None),
+            Err(a) => return self.0.answer(a, None),
         };
         let (node, key, sig, may) = match self.0.authenticate(session, &target, &body) {
             Ok(c) => c,
             Err(a) => {
-                log::info!("center: refused {} {path}: {}", session.req_header().method, a.body["error"]["message"]);
-                return reply(a, None);
+                // Debug only: anyone can send these (the metric counts them).
+                log::debug!("center: refused {} {path}: {}", session.req_header().method, a.body["error"]["message"]);
+                return self.0.answer(a, None);
             }
         };
         let method = session.req_header().method.as_str().to_owned();
         let a = self.0.route(&method, &path, uri.query().unwrap_or(""), &node, &may, &body).await;
-        reply(a, Some((&key, &sig)))
+        if a.status >= 400 {
+            log::info!("center: refused {method} {path} from {node}: {}", a.body["error"]["message"]);
+        }
+        self.0.answer(a, Some((&key, &sig)))
     }
 }
 

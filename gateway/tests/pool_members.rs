@@ -1,4 +1,5 @@
-//! Pool backends given by host name, with a resolver the test answers for:
+//! Pool backends given by host name (with a resolver the test answers for)
+//! or by a registry (members set as a follower would):
 //! the pool follows a change of the answer, keeps the state of the backends
 //! it keeps, and keeps the last good answer when the name stops resolving.
 
@@ -66,4 +67,22 @@ fn a_pool_follows_its_names_and_keeps_what_it_keeps() {
     rt.block_on(pool.clone().refresh_names());
     assert_eq!(pool.backend_count(), 2);
     assert_eq!(picked(&pool, 10), vec![addr(3)]);
+}
+
+#[test]
+fn a_discovered_pool_takes_new_members_and_keeps_the_state_of_those_it_keeps() {
+    let yaml = "inbound:\n  listen: [\"127.0.0.1:1\"]\n  services: { s: { upstream: p } }\n  callers: {}\nregistries:\n  r: { etcd: \"http://127.0.0.1:2379\" }\nupstreams:\n  p: { discovery: { registry: r, service: s }, outlier: { consecutive_failures: 1, base_ejection: 60s } }\n";
+    let config = fastproxy::config::from_yaml(yaml).expect("config");
+    let pool = Arc::new(Pool::new("d", &config.upstreams["p"], metrics().pool("d")).expect("pool"));
+    assert_eq!(pool.backend_count(), 0, "nothing known of the service yet");
+    assert!(!pool.has_available());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(pool.set_discovered(vec![(addr(1), 1), (addr(2), 1)]));
+    assert_eq!(picked(&pool, 10), vec![addr(1), addr(2)]);
+    pool.report(addr(2), Outcome::Failure);
+    rt.block_on(pool.set_discovered(vec![(addr(2), 1), (addr(3), 1)]));
+    assert_eq!(pool.backend_count(), 2);
+    assert_eq!(picked(&pool, 10), vec![addr(3)], "2 stays ejected across the change, 1 is gone");
+    rt.block_on(pool.set_discovered(Vec::new()));
+    assert!(!pool.has_available(), "every instance left");
 }
