@@ -18,6 +18,7 @@
 # Usage: scripts/bench.sh [-d SECONDS_PER_RUN] [-r ROUNDS] [-t THREADS_PER_PROXY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+rel="${CARGO_TARGET_DIR:-target}/release"
 
 dur=5 rounds=3 threads=1
 while getopts "d:r:t:" opt; do
@@ -35,10 +36,10 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 echo "== building (release)"
 work=$(mktemp -d /tmp/fastproxy-bench.XXXXXX)
 cargo build -q --release -p fastproxy --bin fastproxy --example plain_proxy --features alloc-count
-cp target/release/fastproxy "$work/fastproxy-alloc"
-cp target/release/examples/plain_proxy "$work/plain_proxy-alloc"
+cp "$rel"/fastproxy "$work/fastproxy-alloc"
+cp "$rel"/examples/plain_proxy "$work/plain_proxy-alloc"
 cargo build -q --release -p fastproxy --bin fastproxy --example plain_proxy
-cp target/release/fastproxy target/release/examples/plain_proxy "$work/"
+cp "$rel"/fastproxy "$rel"/examples/plain_proxy "$work/"
 
 pids=()
 cleanup() {

@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 
 cargo build -q -p fastproxy --bin fastproxy --example demo_callee
+bin="${CARGO_TARGET_DIR:-target}/debug"
 work=$(mktemp -d /tmp/fastproxy-demo-discovery.XXXXXX)
 rm -f /tmp/fastproxy-demo-center.json /tmp/fastproxy-demo-members.json
 pids=()
@@ -28,7 +29,7 @@ start() { # name, subcommand ("" or center), config
     sed -e "s|/tmp/fastproxy.pid|$work/$1.pid|" -e "s|/tmp/fastproxy_upgrade.sock|$work/$1.sock|" \
         conf/pingora.yaml >"$work/$1-pingora.yaml"
     # shellcheck disable=SC2086
-    RUST_LOG=info target/debug/fastproxy $2 -c "$work/$1-pingora.yaml" -f "$3" 2>"$work/$1.log" &
+    RUST_LOG=info "$bin/fastproxy" $2 -c "$work/$1-pingora.yaml" -f "$3" 2>"$work/$1.log" &
     pids+=($!)
     eval "${1}_pid=$!"
 }
@@ -36,7 +37,7 @@ wait_port() { for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/n
 members() { curl -sS http://127.0.0.1:9034/config | python3 -c 'import json,sys; d=json.load(sys.stdin)["discovery"]["local"]["token_service"]; print(json.dumps({"revision": d["revision"], "from": d["from"], "members": [m["addr"] for m in d["members"]], "last_error": d["last_error"]}))'; }
 call() { curl -sS -o /dev/null -w '%{http_code}\n' -H 'x-fp-caller: song_service' --data '{"user":42}' 'http://127.0.0.1:8034/token_service/api/service?id=7'; }
 
-target/debug/examples/demo_callee 127.0.0.1:8101 2>/dev/null &
+"$bin/examples/demo_callee" 127.0.0.1:8101 2>/dev/null &
 pids+=($!)
 start center center conf/discovery/center.yaml
 wait_port 9100

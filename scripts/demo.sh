@@ -9,11 +9,12 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 
 cargo build -q -p fastproxy --bin fastproxy --example demo_callee
+bin="${CARGO_TARGET_DIR:-target}/debug"
 log=$(mktemp /tmp/fastproxy-demo.XXXXXX.log)
 
-target/debug/examples/demo_callee 127.0.0.1:8101 2>/dev/null &
+"$bin/examples/demo_callee" 127.0.0.1:8101 2>/dev/null &
 callee=$!
-RUST_LOG=info,fastproxy::wire=debug target/debug/fastproxy -c conf/pingora.yaml -f conf/fastproxy.yaml 2>"$log" &
+RUST_LOG=info,fastproxy::wire=debug "$bin/fastproxy" -c conf/pingora.yaml -f conf/fastproxy.yaml 2>"$log" &
 proxy=$!
 trap 'kill $proxy $callee 2>/dev/null; wait $proxy $callee 2>/dev/null || true; rm -f "$log"' EXIT
 

@@ -21,6 +21,7 @@
 # Usage: scripts/faults.sh [-d SECONDS_PER_UPGRADE_RUN] [-o upgrades|attacks|e2e]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+rel="${CARGO_TARGET_DIR:-target}/release"
 
 dur=10
 only=""
@@ -40,7 +41,7 @@ echo "== building (release)"
 cargo build -q --release -p fastproxy --bin fastproxy
 work=$(mktemp -d /tmp/fastproxy-faults.XXXXXX)
 chmod 755 "$work"
-cp target/release/fastproxy "$work/"
+cp "$rel"/fastproxy "$work/"
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -12,8 +12,9 @@
 # Usage: scripts/upgrade.sh [-b BINARY] [-c PINGORA_CONF] [-f FASTPROXY_CONFIG]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+rel="${CARGO_TARGET_DIR:-target}/release"
 
-bin=target/release/fastproxy
+bin="$rel"/fastproxy
 conf=conf/pingora.yaml
 config=conf/fastproxy.yaml
 while getopts "b:c:f:" opt; do
