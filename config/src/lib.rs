@@ -9,6 +9,7 @@ mod name;
 pub mod overrides;
 pub mod policy;
 pub mod registry;
+pub mod remote;
 pub mod schema;
 pub mod secret;
 pub mod units;
@@ -49,6 +50,8 @@ pub struct Config {
     pub registries: BTreeMap<String, registry::Registry>,
     /// The built-in registry, when this process serves it.
     pub center: Option<registry::Center>,
+    /// The remote config source layered over the local file, if any.
+    pub remote: Option<remote::Remote>,
 }
 
 /// How the running process picks up a changed config file.
@@ -285,6 +288,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<Problem> {
     };
     differs("admin.listen", old.admin != new.admin);
     differs("registries", old.registries != new.registries);
+    differs("remote", old.remote != new.remote);
     differs("center.listen", old.center.as_ref().map(|c| &c.listen) != new.center.as_ref().map(|c| &c.listen));
     differs(
         "center.state_file",
@@ -390,7 +394,7 @@ pub fn from_yaml_with_env(
 
 /// A schema error at `path`. No source snippet: the lines around a mistake
 /// may hold inline secrets. Nor the value of a mistyped secret.
-fn schema_problem(path: &str, message: String) -> Problems {
+pub(crate) fn schema_problem(path: &str, message: String) -> Problems {
     let path = if path.is_empty() || path == "." { "(root)".to_owned() } else { path.to_owned() };
     let message = if path.ends_with(".secret") {
         "must be a string: 64 hex digits, env:NAME or file:PATH".to_owned()

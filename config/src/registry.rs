@@ -128,13 +128,15 @@ pub struct CenterClient {
     pub key_id: String,
     /// Services it may register.
     pub register: Vec<String>,
+    /// Config documents it may publish.
+    pub publish: Vec<String>,
 }
 
 /// Largest lease a registration may ask for, and the shortest.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
 
 /// `host:port` of an `http://host:port` URL (nothing after it but `/`).
-fn authority(c: &mut Check, path: &str, url: &str) -> String {
+pub(crate) fn authority(c: &mut Check, path: &str, url: &str) -> String {
     let rest = url.strip_prefix("http://");
     match rest.map(|r| r.strip_suffix('/').unwrap_or(r)) {
         Some(a)
@@ -307,7 +309,15 @@ pub(crate) fn center(c: &mut Check, s: &schema::Center, ring: &KeyRing) -> Cente
                 c.name(&format!("{path}.register[{i}]"), svc, "service");
             }
         }
-        clients.insert(name.clone(), CenterClient { key, key_id: cl.key.clone(), register: cl.register.clone() });
+        for (i, doc) in cl.publish.iter().enumerate() {
+            if doc != "*" {
+                c.name(&format!("{path}.publish[{i}]"), doc, "config");
+            }
+        }
+        clients.insert(
+            name.clone(),
+            CenterClient { key, key_id: cl.key.clone(), register: cl.register.clone(), publish: cl.publish.clone() },
+        );
     }
     Center { listen, state_file: s.state_file.clone(), max_ttl, clients }
 }

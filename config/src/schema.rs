@@ -30,6 +30,47 @@ pub struct File {
     pub registries: BTreeMap<String, Registry>,
     /// The built-in registry (`fastproxy center`): served by this process.
     pub center: Option<Center>,
+    /// A remote config source layered over this file (local file only).
+    pub remote: Option<Remote>,
+}
+
+/// `remote:` where the rest of the config comes from: exactly one of
+/// `registry` (etcd or a center) and `apollo`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Remote {
+    /// A `registries` entry (etcd or center) that holds the config.
+    pub registry: Option<String>,
+    /// etcd: the key holding the whole config; center: the config's name.
+    pub key: Option<String>,
+    /// etcd: a prefix under which each key `<prefix><section>` holds one
+    /// top-level section (instead of `key`).
+    pub prefix: Option<String>,
+    /// An Apollo config service.
+    pub apollo: Option<Apollo>,
+    /// File keeping the last good remote config, for a cold start while the
+    /// source is down.
+    pub cache: Option<String>,
+    /// Accept inline secrets from the remote source (default false: a
+    /// remote config may name only `env:` and `file:` secrets).
+    pub dangerous_inline_secrets: Option<bool>,
+}
+
+/// `remote.apollo`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Apollo {
+    /// The config service: `http://host:port`.
+    pub url: String,
+    /// Apollo's appId.
+    pub app_id: String,
+    /// Cluster (default `default`).
+    pub cluster: Option<String>,
+    /// The namespace holding the YAML (its `content`), e.g. `fastproxy.yaml`.
+    pub namespace: String,
+    /// The app's access key secret, if Apollo requires signed requests
+    /// (`env:NAME` or `file:PATH`, or inline).
+    pub secret: Option<super::secret::Secret>,
 }
 
 /// `registries.<name>`: exactly one of `center` or `etcd`.
@@ -108,6 +149,10 @@ pub struct CenterClient {
     /// and watch).
     #[serde(default)]
     pub register: Vec<String>,
+    /// Config documents the client may publish (any client may read and
+    /// watch them).
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 /// `reload:`

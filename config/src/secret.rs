@@ -59,6 +59,21 @@ pub fn resolve(spec: &Secret) -> Result<Zeroizing<[u8; 32]>, String> {
     }
 }
 
+/// The text a secret spec stands for (`env:NAME`, `file:PATH` or inline),
+/// surrounding whitespace removed: for secrets that are not 32-byte keys
+/// (e.g. an Apollo access key).
+pub fn resolve_text(spec: &Secret) -> Result<Zeroizing<String>, String> {
+    let spec = spec.expose();
+    let text = if let Some(name) = spec.strip_prefix("env:") {
+        Zeroizing::new(std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?)
+    } else if let Some(path) = spec.strip_prefix("file:") {
+        read_secret_file(path)?
+    } else {
+        Zeroizing::new(spec.to_owned())
+    };
+    Ok(Zeroizing::new(text.trim().to_owned()))
+}
+
 /// Most bytes read from a secret file: 64 hex digits and whitespace fit
 /// many times over; a wrong path (a log, a device) is not read whole.
 const MAX_SECRET_FILE: u64 = 4096;

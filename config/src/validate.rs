@@ -19,7 +19,7 @@ use crate::registry;
 
 const MIB: u64 = 1 << 20;
 
-pub(super) fn validate(file: File) -> Result<Config, Problems> {
+pub(crate) fn validate(file: File) -> Result<Config, Problems> {
     let mut c = Check::default();
     let (keys, key_algs) = keys(&mut c, &file.keys);
     let registries = registry::registries(&mut c, &file.registries, &keys);
@@ -27,6 +27,7 @@ pub(super) fn validate(file: File) -> Result<Config, Problems> {
     let outbound = file.outbound.as_ref().map(|o| outbound(&mut c, o, &key_algs, &upstreams));
     let inbound = file.inbound.as_ref().map(|i| inbound(&mut c, i, &key_algs, &upstreams, &file.registries));
     let center = file.center.as_ref().map(|s| registry::center(&mut c, s, &keys));
+    let remote = file.remote.as_ref().and_then(|r| crate::remote::check(&mut c, r, &registries));
     if outbound.is_none() && inbound.is_none() && center.is_none() {
         c.fail("(root)", "configure at least one role: outbound, inbound, center, or several");
     }
@@ -47,13 +48,25 @@ pub(super) fn validate(file: File) -> Result<Config, Problems> {
         .filter_map(|s| s.expose().strip_prefix("file:").map(str::to_owned))
         .collect();
     if c.problems.is_empty() {
-        Ok(Config { keys, key_algs, outbound, inbound, upstreams, admin, reload, secret_files, registries, center })
+        Ok(Config {
+            keys,
+            key_algs,
+            outbound,
+            inbound,
+            upstreams,
+            admin,
+            reload,
+            secret_files,
+            registries,
+            center,
+            remote,
+        })
     } else {
         Err(Problems(c.problems))
     }
 }
 
-fn keys(c: &mut Check, k: &schema::Keys) -> (KeyRing, BTreeMap<String, Option<Algorithm>>) {
+pub(crate) fn keys(c: &mut Check, k: &schema::Keys) -> (KeyRing, BTreeMap<String, Option<Algorithm>>) {
     let mut ring = KeyRing::new();
     let mut algs = BTreeMap::new();
     for (id, key) in &k.aead {

@@ -30,7 +30,9 @@ use crate::error::Role;
 use crate::metrics::Metrics;
 use crate::reload::{Failure, Reloader};
 use crate::state::{Origin, Shared, Snapshot};
-use crate::{admin, center, discovery, fd_limit, lifecycle, listener, opened, pools, reload, replay_state, roles};
+use crate::{
+    admin, center, discovery, fd_limit, lifecycle, listener, opened, pools, reload, remote, replay_state, roles,
+};
 
 /// Where a gateway's config comes from.
 pub enum Source {
@@ -50,6 +52,8 @@ pub struct Gateway {
     shared: Shared,
     metrics: Arc<Metrics>,
     path: Option<String>,
+    /// The remote config source and the version in force, if any.
+    remote: Option<(config::remote::Remote, remote::Doc)>,
 }
 
 /// Reloads a running gateway (cheap to clone, usable from any thread).
@@ -96,11 +100,20 @@ impl Gateway {
     /// gateway's metrics in the process's Prometheus registry: one gateway
     /// per process.
     pub fn load(source: Source) -> Result<Self, String> {
+        let mut remote = None;
         let (config, text, path) = match source {
             Source::File(path) => {
                 let text = reload::read_config(&path)?;
-                let config = checked(&text, &path)?;
-                (config, text, Some(path))
+                let bootstrap = config::remote::bootstrap(&text, std::env::vars())
+                    .map_err(|p| format!("{path}: {} problem(s)\n{p}", p.0.len()))?;
+                match bootstrap {
+                    None => (checked(&text, &path)?, text, Some(path)),
+                    Some(settings) => {
+                        let (config, doc) = layered(&text, &path, &settings)?;
+                        remote = Some((settings, doc));
+                        (config, text, Some(path))
+                    }
+                }
             }
             Source::Yaml(yaml) => {
                 let text = zeroize::Zeroizing::new(yaml);
@@ -113,7 +126,7 @@ impl Gateway {
         let origin = Origin::new(1, text.as_bytes());
         drop(text);
         let snapshot = Snapshot::new(config, origin, &metrics).map_err(|e| format!("building upstream pools: {e}"))?;
-        Ok(Gateway { shared: Arc::new(ArcSwap::from_pointee(snapshot)), metrics, path })
+        Ok(Gateway { shared: Arc::new(ArcSwap::from_pointee(snapshot)), metrics, path, remote })
     }
 
     /// True when the config has a `center:` section (the process serves the
@@ -126,11 +139,22 @@ impl Gateway {
     /// background services to `server` (bootstrapped, not yet running);
     /// returns the handle that reloads them.
     pub fn add_to(self, server: &mut Server) -> Result<Handle, String> {
-        let Gateway { shared, metrics, path } = self;
+        let Gateway { shared, metrics, path, remote } = self;
         if path.is_some() {
             reload::ignore_sighup_until_ready();
         }
-        let reloader = Arc::new(Reloader::new(path.as_deref(), shared.clone(), metrics.clone()));
+        let mut reloader = Reloader::new(path.as_deref(), shared.clone(), metrics.clone());
+        let mut follower = None;
+        if let Some((settings, doc)) = remote {
+            let source = remote::connect(&settings)?;
+            reloader = reloader.with_remote(settings, doc);
+            follower = Some(source);
+        }
+        let reloader = Arc::new(reloader);
+        if let Some(source) = follower {
+            let follow = remote::follow::RemoteFollower::new(source, reloader.clone(), metrics.clone());
+            server.add_service(background_service("remote config", follow));
+        }
         let snap = shared.load();
         let rng = ring::rand::SystemRandom::new();
         let nonces = Arc::new(filters::NonceSource::new(&rng).map_err(|e| format!("seeding nonces: {e}"))?);
@@ -226,6 +250,44 @@ impl Gateway {
         }
         Ok(Handle { reloader, registrar, draining })
     }
+}
+
+/// How long a start waits for the remote config source before it serves
+/// from the cache.
+const REMOTE_START_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The config of the file `text` at `path` layered with its remote source:
+/// the source's version if it is valid, else the cached one (a cold start
+/// while the source is down, or holds an invalid config).
+fn layered(text: &str, path: &str, settings: &config::remote::Remote) -> Result<(Config, remote::Doc), String> {
+    let compose = |doc: &remote::Doc| {
+        if let Some(why) = &doc.invalid {
+            return Err(format!("{path} with remote revision {}: {why}", doc.revision));
+        }
+        config::remote::from_layers(text, Some((&doc.tree, settings.dangerous_inline_secrets)), std::env::vars())
+            .map_err(|p| format!("{path} with remote revision {}: {} problem(s)\n{p}", doc.revision, p.0.len()))
+    };
+    let doc = remote::initial(settings, REMOTE_START_WAIT)?;
+    let (config, doc) = match compose(&doc) {
+        Ok((config, overrides)) => {
+            for o in &overrides {
+                log::info!("config: {} = {} from the environment ({})", o.path, o.shown, o.var);
+            }
+            (config, doc)
+        }
+        Err(e) if doc.from == "source" && settings.cache.is_some() => {
+            let cache = settings.cache.as_deref().unwrap_or_default();
+            log::error!("{e}\nserving the last good remote config from the cache {cache}");
+            let cached = remote::read_cache(cache).map_err(|c| format!("{e}\nand {c}"))?;
+            let (config, _) = compose(&cached)?;
+            (config, cached)
+        }
+        Err(e) => return Err(e),
+    };
+    if let (Some(cache), "source") = (&settings.cache, doc.from) {
+        remote::write_cache(cache, &doc);
+    }
+    Ok((config, doc))
 }
 
 /// Parses and checks config `text` from `name`, environment overrides

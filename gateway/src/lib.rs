@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod opened;
 pub mod pools;
 pub mod reload;
+pub mod remote;
 pub mod replay_state;
 pub mod roles;
 pub mod state;

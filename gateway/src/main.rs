@@ -52,6 +52,18 @@ enum Command {
     Check,
     /// Print a new random 32-byte key secret (64 hex digits) for the config's `secret:` fields.
     Keygen,
+    /// Publish FILE as config document NAME of a center (a `registries` entry
+    /// of the config file, whose node must be allowed to publish NAME).
+    Publish {
+        /// The `registries` entry naming the center.
+        #[arg(long)]
+        registry: String,
+        /// The document's name (what proxies name in `remote.key`).
+        #[arg(long)]
+        name: String,
+        /// The YAML file to publish.
+        file: String,
+    },
     /// Run the built-in registry (the config's `center:` section; docs/CENTER.md).
     Center {
         #[command(flatten)]
@@ -63,23 +75,14 @@ fn main() -> ExitCode {
     logging::init();
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Check) => match reload::read_config(&cli.config)
-            .map_err(|e| config::Problems(vec![config::Problem { path: cli.config.clone(), message: e }]))
-            .and_then(|text| config::from_yaml_with_env(&text, std::env::vars()))
-        {
-            Ok((_, overrides)) => {
-                for o in &overrides {
-                    println!("{} = {}  (from the environment: {})", o.path, o.shown, o.var);
-                }
-                println!(
-                    "{}: ok ({} value(s) from the environment, the rest from the file)",
-                    cli.config,
-                    overrides.len()
-                );
+        Some(Command::Check) => check(&cli.config),
+        Some(Command::Publish { registry, name, file }) => match publish(&cli.config, &registry, &name, &file) {
+            Ok(revision) => {
+                println!("published {file} as {name} (revision {revision})");
                 ExitCode::SUCCESS
             }
-            Err(problems) => {
-                eprintln!("{}: {} problem(s)\n{problems}", cli.config, problems.0.len());
+            Err(e) => {
+                eprintln!("fastproxy publish: {e}");
                 ExitCode::from(2)
             }
         },
@@ -108,6 +111,86 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `fastproxy check`: validates the config file, layered with what its
+/// remote source (if any) holds now, and lists the environment overrides.
+fn check(path: &str) -> ExitCode {
+    let problems = |p: config::Problems| {
+        eprintln!("{path}: {} problem(s)\n{p}", p.0.len());
+        ExitCode::from(2)
+    };
+    let text = match reload::read_config(path) {
+        Ok(t) => t,
+        Err(e) => return problems(config::Problems(vec![config::Problem { path: path.to_owned(), message: e }])),
+    };
+    let remote = match config::remote::bootstrap(&text, std::env::vars()) {
+        Ok(r) => r,
+        Err(p) => return problems(p),
+    };
+    let layered = match &remote {
+        None => config::from_yaml_with_env(&text, std::env::vars()),
+        Some(r) => match fastproxy::remote::fetch_now(r, std::time::Duration::from_secs(5)) {
+            Ok(doc) => {
+                println!("remote: {} revision {}", r.describe(), doc.revision);
+                match &doc.invalid {
+                    Some(why) => Err(config::Problems(vec![config::Problem {
+                        path: "(remote)".to_owned(),
+                        message: why.clone(),
+                    }])),
+                    None => config::remote::from_layers(
+                        &text,
+                        Some((&doc.tree, r.dangerous_inline_secrets)),
+                        std::env::vars(),
+                    ),
+                }
+            }
+            Err(e) => {
+                eprintln!("{path}: the remote source cannot be read now: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match layered {
+        Ok((_, overrides)) => {
+            for o in &overrides {
+                println!("{} = {}  (from the environment: {})", o.path, o.shown, o.var);
+            }
+            let layers = if remote.is_some() {
+                "the rest from the file and the remote source"
+            } else {
+                "the rest from the file"
+            };
+            println!("{path}: ok ({} value(s) from the environment, {layers})", overrides.len());
+            ExitCode::SUCCESS
+        }
+        Err(p) => problems(p),
+    }
+}
+
+/// `fastproxy publish`: sends `file` to the center named `registry` as
+/// config document `name`; returns the center's revision.
+fn publish(path: &str, registry: &str, name: &str, file: &str) -> Result<u64, String> {
+    let text = reload::read_config(path)?;
+    let (registries, _) = config::remote::bootstrap_with_registries(&text, std::env::vars())
+        .map_err(|p| format!("{path}: {} problem(s)\n{p}", p.0.len()))?;
+    let reg = registries.get(registry).ok_or_else(|| format!("{path} has no registries.{registry}"))?;
+    let config::registry::RegistryKind::Center { authority, node, key, .. } = &reg.kind else {
+        return Err(format!("registries.{registry} is not a center (publish to etcd with etcdctl put)"));
+    };
+    let body = reload::read_config(file)?;
+    let client = fastproxy::discovery::center_client::CenterClient::new(
+        authority.clone(),
+        node.clone(),
+        key.clone(),
+        reg.timeout,
+    );
+    let target = format!("/v1/config/{name}");
+    fastproxy::remote::block_on(async {
+        let reply = client.call("PUT", &target, body.as_bytes(), reg.timeout).await.map_err(|e| e.to_string())?;
+        let value = fastproxy::discovery::center_client::CenterClient::json(reply).map_err(|e| e.to_string())?;
+        value["revision"].as_u64().ok_or_else(|| "the center's answer names no revision".to_owned())
+    })
 }
 
 /// Loads the config, builds the roles it asks for, and runs Pingora. The

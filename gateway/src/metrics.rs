@@ -37,6 +37,7 @@ pub struct Metrics {
     registered: IntGaugeVec,
     registration_errors: IntCounterVec,
     center_requests: IntCounterVec,
+    remote_errors: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -161,6 +162,11 @@ impl Metrics {
                 "Failed register, keepalive or deregister calls.",
                 &["registry", "service"],
             )?,
+            remote_errors: counter(
+                "fastproxy_remote_config_errors_total",
+                "Failed fetches or watches of the remote config source (the config in force keeps serving).",
+                &[],
+            )?,
             center_requests: counter(
                 "fastproxy_center_requests_total",
                 "Requests to the center's API, by result: ok or the error code of the refusal.",
@@ -188,6 +194,11 @@ impl Metrics {
     /// Records whether this proxy holds a registration of `service`.
     pub fn set_registered(&self, registry: &str, service: &str, live: bool) {
         self.registered.with_label_values(&[registry, service]).set(i64::from(live));
+    }
+
+    /// Counts a failed fetch or watch of the remote config source.
+    pub fn remote_config_error(&self) {
+        self.remote_errors.with_label_values(&[] as &[&str]).inc();
     }
 
     /// Counts a request to the center's API (`result`: `ok` or a stable

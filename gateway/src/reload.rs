@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::http_util::now_ms;
 use crate::metrics::Metrics;
+use crate::remote::Doc;
 use crate::state::{Origin, Shared};
 
 /// Largest config file read on a reload.
@@ -34,8 +35,9 @@ pub struct Failure {
     pub at_ms: u64,
 }
 
-/// Reloads the config into the shared generation: from its file, or (for an
-/// embedding application) from YAML text or a [`config::Config`] it built.
+/// Reloads the config into the shared generation: from its file (with its
+/// remote layer, when it has one), or (for an embedding application) from
+/// YAML text or a [`config::Config`] it built.
 pub struct Reloader {
     /// The config file, when the config came from one.
     path: Option<String>,
@@ -43,12 +45,50 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     /// One reload at a time; holds the last failure since the last success.
     last_failure: Mutex<Option<Failure>>,
+    /// The remote layer, when the file names a remote source.
+    remote: Option<Mutex<RemoteState>>,
+}
+
+/// The remote layer in force and how its source is doing.
+pub struct RemoteState {
+    /// Where it comes from.
+    pub settings: config::remote::Remote,
+    /// The version in force.
+    pub doc: Doc,
+    /// The last failure to reach the source (cleared on success), with
+    /// when (ms since the epoch).
+    pub last_error: Option<(String, u64)>,
 }
 
 impl Reloader {
     /// A reloader into `shared`, of the file at `path` when there is one.
     pub fn new(path: Option<&str>, shared: Shared, metrics: Arc<Metrics>) -> Self {
-        Reloader { path: path.map(str::to_owned), shared, metrics, last_failure: Mutex::new(None) }
+        Reloader { path: path.map(str::to_owned), shared, metrics, last_failure: Mutex::new(None), remote: None }
+    }
+
+    /// The same, layering the remote config `doc` from `settings` over the
+    /// file.
+    pub fn with_remote(mut self, settings: config::remote::Remote, doc: Doc) -> Self {
+        self.remote = Some(Mutex::new(RemoteState { settings, doc, last_error: None }));
+        self
+    }
+
+    /// The remote layer's state, when there is one.
+    pub fn remote(&self) -> Option<std::sync::MutexGuard<'_, RemoteState>> {
+        self.remote.as_ref().map(|r| r.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The config of the file `text` with the remote layer `doc` (if any).
+    fn compose(&self, text: &str, doc: Option<&Doc>) -> Result<config::Config, (&'static str, String)> {
+        if let Some(why) = doc.and_then(|d| d.invalid.as_ref()) {
+            return Err(("invalid", format!("remote revision {}: {why}", doc.map_or("", |d| &d.revision))));
+        }
+        let allow_inline = self.remote().is_some_and(|r| r.settings.dangerous_inline_secrets);
+        let layered = match doc {
+            Some(doc) => config::remote::from_layers(text, Some((&doc.tree, allow_inline)), std::env::vars()),
+            None => config::from_yaml_with_env(text, std::env::vars()),
+        };
+        layered.map(|(c, _)| c).map_err(|p| ("invalid", p.to_string()))
     }
 
     /// Reads the config file again and, if it is valid and can be applied
@@ -57,10 +97,32 @@ impl Reloader {
         self.record(trigger, || {
             let path = self.path.as_deref().ok_or(("invalid", "the config did not come from a file".to_owned()))?;
             let text = read_config(path).map_err(|e| ("invalid", e))?;
-            let (config, _) =
-                config::from_yaml_with_env(&text, std::env::vars()).map_err(|p| ("invalid", p.to_string()))?;
-            self.install(config, text.as_bytes(), trigger)
+            let doc = self.remote().map(|r| r.doc.clone());
+            let config = self.compose(&text, doc.as_ref())?;
+            self.install(config, &source_bytes(&text, doc.as_ref()), trigger)
         })
+    }
+
+    /// Layers `doc`, a new version of the remote config, over the file; if
+    /// the result is valid and can be applied live it becomes the current
+    /// generation and the remote version in force (written to the cache).
+    pub fn reload_remote(&self, doc: Doc) -> Result<u64, Failure> {
+        let outcome = self.record("remote", || {
+            let path = self.path.as_deref().ok_or(("invalid", "the config did not come from a file".to_owned()))?;
+            let text = read_config(path).map_err(|e| ("invalid", e))?;
+            let config = self.compose(&text, Some(&doc))?;
+            self.install(config, &source_bytes(&text, Some(&doc)), "remote")
+        });
+        if outcome.is_ok() {
+            if let Some(mut r) = self.remote() {
+                log::info!(target: "fastproxy::remote", "remote config revision {} ({}) is live", doc.revision, r.settings.describe());
+                if let Some(path) = &r.settings.cache {
+                    crate::remote::write_cache(path, &doc);
+                }
+                r.doc = doc;
+            }
+        }
+        outcome
     }
 
     /// Makes `text` (config YAML, environment overrides applied) the current
@@ -161,6 +223,18 @@ impl Reloader {
                     "file": self.path.as_deref().unwrap_or("(given by the embedding application)"),
                 }),
             );
+            if let Some(r) = self.remote() {
+                out.insert(
+                    "remote".to_owned(),
+                    json!({
+                        "source": r.settings.describe(),
+                        "revision": r.doc.revision,
+                        "from": r.doc.from,
+                        "cache": r.settings.cache,
+                        "last_error": r.last_error.as_ref().map(|(m, at)| json!({ "message": m, "at_ms": at })),
+                    }),
+                );
+            }
             if with_config && !snap.config.registries.is_empty() {
                 out.insert("discovery".to_owned(), crate::membership::view());
             }
@@ -181,6 +255,15 @@ impl Reloader {
         files.extend(self.shared.load().config.secret_files.iter().cloned());
         files
     }
+}
+
+/// What a generation's sha256 covers: the file and the remote layer.
+fn source_bytes(text: &str, doc: Option<&Doc>) -> Vec<u8> {
+    let mut bytes = text.as_bytes().to_vec();
+    if let Some(doc) = doc {
+        bytes.extend_from_slice(doc.tree.to_string().as_bytes());
+    }
+    bytes
 }
 
 /// Reads the config file, bounded. The text may hold inline secrets: wiped

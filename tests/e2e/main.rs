@@ -12,6 +12,7 @@ mod operations;
 mod policy_and_errors;
 mod pools;
 mod reload;
+mod remote;
 mod replay_across_processes;
 mod robustness;
 mod roundtrip;

@@ -21,8 +21,10 @@ use crate::membership::{valid_instance_id, Instance};
 use crate::metrics::Metrics;
 use crate::state::Shared;
 
-/// Largest request body.
-const MAX_REQUEST: usize = 64 * 1024;
+/// Largest request body (a published config document).
+const MAX_REQUEST: usize = 1024 * 1024;
+/// Largest registration body.
+const MAX_REGISTRATION: usize = 64 * 1024;
 /// Longest a watch is held.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Most nonces remembered (the 2 × 30 s window of a busy center fits).
@@ -166,7 +168,7 @@ impl Center {
         session: &ServerSession,
         target: &str,
         body: &[u8],
-    ) -> Result<(String, Arc<ring::hmac::Key>, String, Vec<String>), Answer> {
+    ) -> Result<(String, Arc<ring::hmac::Key>, String, Rights), Answer> {
         let unauth = |m: &str| refuse(401, "unauthenticated", m);
         let header = session.req_header().headers.get(http::header::AUTHORIZATION);
         let value = header
@@ -195,7 +197,8 @@ impl Center {
         if nonces.insert((c.node.to_owned(), c.nonce.to_owned()), c.t_ms).is_some() {
             return Err(unauth("replayed request"));
         }
-        Ok((c.node.to_owned(), client.key.clone(), c.sig.to_owned(), client.register.clone()))
+        let rights = Rights { register: client.register.clone(), publish: client.publish.clone() };
+        Ok((c.node.to_owned(), client.key.clone(), c.sig.to_owned(), rights))
     }
 
     async fn route(
@@ -204,12 +207,19 @@ impl Center {
         path: &str,
         query: &str,
         node: &str,
-        may: &[String],
+        may: &Rights,
         body: &[u8],
     ) -> Answer {
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (method, parts.as_slice()) {
-            ("PUT", ["v1", "services", service, "instances", id]) => self.register(node, may, service, id, body).await,
+            ("PUT", ["v1", "services", service, "instances", id]) => {
+                if body.len() > MAX_REGISTRATION {
+                    return refuse(413, "too_large", "registration bodies are at most 64 KiB");
+                }
+                self.register(node, &may.register, service, id, body).await
+            }
+            ("PUT", ["v1", "config", name]) => self.publish(node, &may.publish, name, body).await,
+            ("GET", ["v1", "config", name]) => self.config(name, query).await,
             ("POST", ["v1", "leases", lease, "keepalive"]) => match lease.parse::<u64>() {
                 Ok(lease) => {
                     let renewed = self.store().keepalive(node, lease, Instant::now());
@@ -287,36 +297,98 @@ impl Center {
         }
     }
 
+    async fn publish(self: &Arc<Self>, node: &str, may: &[String], name: &str, body: &[u8]) -> Answer {
+        if !filters::valid_token(name, filters::envelope::MAX_NAME_LEN) {
+            return refuse(400, "bad_request", "a config name is 1-128 of A-Z a-z 0-9 . _ -");
+        }
+        if !may.iter().any(|s| s == name || s == "*") {
+            return refuse(403, "forbidden", format!("client {node} may not publish config {name}"));
+        }
+        let Ok(text) = std::str::from_utf8(body) else {
+            return refuse(400, "bad_request", "the config is not UTF-8 text");
+        };
+        let published = self.store().publish(name, text.to_owned());
+        match published {
+            Ok(revision) => match self.changed().await {
+                Ok(()) => {
+                    log::info!("center: {node} published config {name} ({} bytes, revision {revision})", body.len());
+                    answer(200, json!({ "name": name, "revision": revision }))
+                }
+                Err(e) => refuse(500, "storage", e),
+            },
+            Err(r) => refusal(r),
+        }
+    }
+
+    /// Holds a watch until `changed` is true of the store or `wait` ends.
+    async fn hold(&self, wait: Duration, changed: impl Fn(&Store) -> bool) {
+        let mut rx = self.revision.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        while !changed(&self.store()) {
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+    }
+
+    /// Config document `name`; with `index=N`, held like a watch until it
+    /// changes after revision N.
+    async fn config(self: &Arc<Self>, name: &str, query: &str) -> Answer {
+        let (index, wait) = match watch_query(query) {
+            Ok(q) => q,
+            Err(a) => return a,
+        };
+        if let Some(index) = index {
+            self.hold(wait, |s| s.config(name).is_some_and(|d| d.modified > index)).await;
+        }
+        let doc = self.store().config(name).cloned();
+        match doc {
+            Some(d) => answer(200, json!({ "name": name, "revision": d.modified, "text": d.text })),
+            None => refuse(404, "not_found", format!("no config {name} was published")),
+        }
+    }
+
     /// The listing of `service`; with `index=N`, held until the service
     /// changes after revision N or `wait` (default 30 s, at most 60 s) ends.
     async fn list(self: &Arc<Self>, service: &str, query: &str) -> Answer {
+        let (index, wait) = match watch_query(query) {
+            Ok(q) => q,
+            Err(a) => return a,
+        };
+        if let Some(index) = index {
+            self.hold(wait, |s| s.modified(service) > index).await;
+        }
+        let listing = self.store().listing(service);
+        answer(200, serde_json::to_value(listing).unwrap_or_default())
+    }
+}
+
+/// What an authenticated client may change.
+struct Rights {
+    register: Vec<String>,
+    publish: Vec<String>,
+}
+
+/// `index` and `wait` of a watch's query (wait: default 30 s, at most 60 s).
+fn watch_query(query: &str) -> Result<(Option<u64>, Duration), Answer> {
+    {
         let mut index = None;
         let mut wait = Duration::from_secs(30);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("index", v)) => match v.parse::<u64>() {
                     Ok(n) => index = Some(n),
-                    Err(_) => return refuse(400, "bad_request", "index must be a revision number"),
+                    Err(_) => return Err(refuse(400, "bad_request", "index must be a revision number")),
                 },
                 Some(("wait", v)) => match crate::config::units::parse_duration(v) {
                     Ok(d) => wait = d.min(MAX_WAIT),
-                    Err(e) => return refuse(400, "bad_request", format!("wait: {e}")),
+                    Err(e) => return Err(refuse(400, "bad_request", format!("wait: {e}"))),
                 },
-                _ => return refuse(400, "bad_request", format!("unknown query parameter {pair:?}")),
+                _ => return Err(refuse(400, "bad_request", format!("unknown query parameter {pair:?}"))),
             }
         }
-        if let Some(index) = index {
-            let mut rx = self.revision.subscribe();
-            let deadline = tokio::time::Instant::now() + wait;
-            while self.store().modified(service) <= index {
-                match tokio::time::timeout_at(deadline, rx.changed()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) | Err(_) => break,
-                }
-            }
-        }
-        let listing = self.store().listing(service);
-        answer(200, serde_json::to_value(listing).unwrap_or_default())
+        Ok((index, wait))
     }
 }
 
@@ -329,7 +401,7 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Answer> {
         match session.read_request_body().await {
             Ok(Some(piece)) => {
                 if body.len() + piece.len() > MAX_REQUEST {
-                    return Err(refuse(413, "too_large", "request bodies are at most 64 KiB"));
+                    return Err(refuse(413, "too_large", "request bodies are at most 1 MiB"));
                 }
                 body.extend_from_slice(&piece);
             }

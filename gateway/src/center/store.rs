@@ -44,7 +44,7 @@ struct Service {
     instances: BTreeMap<String, Entry>,
 }
 
-/// Registrations, leases and the revision.
+/// Registrations, leases, config documents and the revision.
 #[derive(Default)]
 pub struct Store {
     revision: u64,
@@ -52,7 +52,20 @@ pub struct Store {
     services: BTreeMap<String, Service>,
     leases: HashMap<u64, LeaseState>,
     count: usize,
+    configs: BTreeMap<String, Document>,
 }
+
+/// A config document the center serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Document {
+    /// Its text (YAML), as published.
+    pub text: String,
+    /// The revision that last changed it.
+    pub modified: u64,
+}
+
+/// Most config documents the center holds.
+pub const MAX_CONFIGS: usize = 1024;
 
 /// The persisted form.
 #[derive(Serialize, Deserialize)]
@@ -60,6 +73,8 @@ struct Saved {
     revision: u64,
     next_lease: u64,
     registrations: Vec<SavedRegistration>,
+    #[serde(default)]
+    configs: BTreeMap<String, Document>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -194,6 +209,22 @@ impl Store {
             .collect()
     }
 
+    /// Publishes config document `name` (a new revision even when the text
+    /// is the same: a publish is an event).
+    pub fn publish(&mut self, name: &str, text: String) -> Result<u64, Refusal> {
+        if !self.configs.contains_key(name) && self.configs.len() >= MAX_CONFIGS {
+            return Err(Refusal::Full);
+        }
+        self.revision += 1;
+        self.configs.insert(name.to_owned(), Document { text, modified: self.revision });
+        Ok(self.revision)
+    }
+
+    /// Config document `name`, if published.
+    pub fn config(&self, name: &str) -> Option<&Document> {
+        self.configs.get(name)
+    }
+
     /// The persisted form of the state.
     pub fn save(&self) -> Vec<u8> {
         let mut registrations = Vec::new();
@@ -210,14 +241,20 @@ impl Store {
                 });
             }
         }
-        serde_json::to_vec(&Saved { revision: self.revision, next_lease: self.next_lease, registrations })
+        let configs = self.configs.clone();
+        serde_json::to_vec(&Saved { revision: self.revision, next_lease: self.next_lease, registrations, configs })
             .unwrap_or_default()
     }
 
     /// The state saved as `bytes`, every lease renewed from `now`.
     pub fn restore(bytes: &[u8], now: Instant) -> Result<Store, String> {
         let saved: Saved = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        let mut store = Store { revision: saved.revision, next_lease: saved.next_lease, ..Store::default() };
+        let mut store = Store {
+            revision: saved.revision,
+            next_lease: saved.next_lease,
+            configs: saved.configs,
+            ..Store::default()
+        };
         for r in saved.registrations {
             let ttl = Duration::from_millis(r.ttl_ms.max(1_000));
             let lease = store.leases.entry(r.lease).or_insert_with(|| LeaseState {

@@ -29,7 +29,9 @@ impl CenterClient {
         CenterClient { authority, node, key, timeout }
     }
 
-    async fn call(&self, method: &str, target: &str, body: &[u8], total: Duration) -> Result<Reply, Error> {
+    /// Sends a signed request and checks that the answer is the center's,
+    /// signed for this request.
+    pub async fn call(&self, method: &str, target: &str, body: &[u8], total: Duration) -> Result<Reply, Error> {
         let (authorization, sig) =
             auth::authorization(&self.key, &self.node, method, target, body).map_err(Error::Unreachable)?;
         let req = Request {
@@ -53,7 +55,7 @@ impl CenterClient {
     }
 
     /// The JSON of a 2xx answer, or the refusal it carries.
-    fn json(reply: Reply) -> Result<serde_json::Value, Error> {
+    pub fn json(reply: Reply) -> Result<serde_json::Value, Error> {
         let value: serde_json::Value = serde_json::from_slice(&reply.body)
             .map_err(|e| Error::Unreachable(format!("the center's answer is not JSON: {e}")))?;
         if (200..300).contains(&reply.status) {

@@ -105,14 +105,36 @@ impl Etcd {
         serde_json::from_slice(&raw).ok()
     }
 
-    async fn open(&self, service: &str, from_revision: u64) -> Result<Lines, Error> {
-        let prefix = self.service_prefix(service);
-        let body = json!({ "create_request": {
-            "key": B64.encode(prefix.as_bytes()),
-            "range_end": B64.encode(range_end(&prefix)),
-            "start_revision": from_revision.to_string(),
-        }})
-        .to_string();
+    /// The keys and values at `key` (every key under it when `prefix`) and
+    /// the store's revision.
+    pub async fn range(&self, key: &str, prefix: bool) -> Result<(Vec<(String, Vec<u8>)>, u64), Error> {
+        let mut body = json!({ "key": B64.encode(key.as_bytes()) });
+        if prefix {
+            body["range_end"] = json!(B64.encode(range_end(key)));
+        }
+        let answer = self.post("/v3/kv/range", body).await?;
+        let revision = int(&answer["header"]["revision"]);
+        let kvs = answer["kvs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| {
+                let k = B64.decode(kv["key"].as_str()?).ok()?;
+                let v = B64.decode(kv["value"].as_str().unwrap_or("")).ok()?;
+                Some((String::from_utf8_lossy(&k).into_owned(), v))
+            })
+            .collect();
+        Ok((kvs, revision))
+    }
+
+    /// A watch stream of `key` (every key under it when `prefix`) from
+    /// `from_revision`: newline-delimited JSON, each line a watch response.
+    pub async fn watch_stream(&self, key: &str, prefix: bool, from_revision: u64) -> Result<Lines, Error> {
+        let mut create = json!({ "key": B64.encode(key.as_bytes()), "start_revision": from_revision.to_string() });
+        if prefix {
+            create["range_end"] = json!(B64.encode(range_end(key)));
+        }
+        let body = json!({ "create_request": create }).to_string();
         let req = Request {
             authority: &self.authority,
             method: "POST",
@@ -125,6 +147,10 @@ impl Etcd {
             return Err(Error::Unreachable(format!("etcd /v3/watch: status {}", lines.status)));
         }
         Ok(lines)
+    }
+
+    async fn open(&self, service: &str, from_revision: u64) -> Result<Lines, Error> {
+        self.watch_stream(&self.service_prefix(service), true, from_revision).await
     }
 }
 
@@ -164,16 +190,8 @@ impl Registry for Etcd {
     }
 
     async fn list(&self, service: &str) -> Result<Listing, Error> {
-        let prefix = self.service_prefix(service);
-        let answer = self
-            .post(
-                "/v3/kv/range",
-                json!({ "key": B64.encode(prefix.as_bytes()), "range_end": B64.encode(range_end(&prefix)) }),
-            )
-            .await?;
-        let revision = int(&answer["header"]["revision"]);
-        let mut instances: Vec<Instance> =
-            answer["kvs"].as_array().into_iter().flatten().filter_map(Self::instance).collect();
+        let (kvs, revision) = self.range(&self.service_prefix(service), true).await?;
+        let mut instances: Vec<Instance> = kvs.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect();
         instances.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(Listing { revision, instances })
     }

@@ -2,6 +2,8 @@
 //! the real fastproxy binary, all on 127.0.0.1 with ports from the OS.
 #![allow(dead_code)]
 
+#[cfg(test)]
+pub mod apollo;
 pub mod client;
 pub mod load;
 // Process and deployment helpers need the test binary's path (cargo test only).

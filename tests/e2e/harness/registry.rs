@@ -105,7 +105,8 @@ pub fn center_yaml(port: u16, admin: u16, state_file: &str) -> String {
     let may = [("inbound-node", "[token_service, conformance]"), ("outbound-node", "[]"), ("other-node", "[other]")];
     for (node, register) in may {
         assert!(CENTER_NODES.contains(&node));
-        y.push_str(&format!("    {node}: {{ key: {}, register: {register} }}\n", center_key(node)));
+        let publish = if node == "inbound-node" { "[song]" } else { "[]" };
+        y.push_str(&format!("    {node}: {{ key: {}, register: {register}, publish: {publish} }}\n", center_key(node)));
     }
     y
 }
