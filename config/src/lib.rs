@@ -12,6 +12,7 @@ pub mod registry;
 pub mod remote;
 pub mod schema;
 pub mod secret;
+pub mod tls;
 pub mod units;
 mod validate;
 pub mod view;
@@ -160,6 +161,8 @@ pub struct Inbound {
     pub callers: HashMap<Name, CallerPolicy>,
     /// Registration of its services in a registry, when configured.
     pub register: Option<registry::Registration>,
+    /// TLS (and mutual TLS) on the listeners, when configured.
+    pub tls: Option<tls::ServerTls>,
 }
 
 /// One upstream pool's settings.
@@ -194,6 +197,8 @@ pub struct Upstream {
     pub total_timeout: Option<Duration>,
     /// Backends from a registry instead of (empty) `backends`/`names`.
     pub discovery: Option<registry::DiscoveryRef>,
+    /// TLS to the backends, when configured.
+    pub tls: Option<tls::ClientTls>,
 }
 
 /// Backend selection.
@@ -312,6 +317,12 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<Problem> {
             differs("inbound.replay_journal", a.replay_journal != b.replay_journal);
             differs("inbound.max_opened_buffer", a.max_opened_buffer != b.max_opened_buffer);
             differs("inbound.register", a.register != b.register);
+            differs("inbound.tls", a.tls.is_some() != b.tls.is_some());
+            differs(
+                "inbound.tls.client_ca",
+                a.tls.as_ref().is_some_and(|t| t.client_ca.is_some())
+                    != b.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+            );
         }
         (a, b) => differs("inbound", a.is_some() != b.is_some()),
     }

@@ -17,6 +17,8 @@ pub struct CallerPolicy {
     pub keys: HashSet<crate::name::Name>,
     /// Rules, first match wins.
     pub rules: Vec<Rule>,
+    /// The identity its connection's client certificate must carry.
+    pub identity: Option<crate::tls::Identity>,
 }
 
 /// One allow rule.
@@ -65,9 +67,22 @@ pub enum Denial {
     NotAllowed,
     /// The matching rule's rate is exceeded; retry after this many seconds.
     RateLimited(u64),
+    /// The caller must come over mutual TLS with a certificate carrying its
+    /// identity, and the connection's certificate does not.
+    IdentityMismatch,
 }
 
 impl CallerPolicy {
+    /// Checks that the connection's client certificate (`peer`, its SANs;
+    /// `None` without one) carries the identity the caller must have.
+    pub fn check_identity(&self, peer: Option<&crate::tls::PeerIdentity>) -> Result<(), Denial> {
+        match &self.identity {
+            None => Ok(()),
+            Some(id) if peer.is_some_and(|p| p.has(id)) => Ok(()),
+            Some(_) => Err(Denial::IdentityMismatch),
+        }
+    }
+
     /// Checks the keys and protection a verified envelope used.
     pub fn check_protection(&self, env: &Envelope<'_>) -> Result<(), Denial> {
         if !self.keys.contains(env.sign_key) {
@@ -168,6 +183,7 @@ mod tests {
     fn rules_match_first_and_deny_by_default() {
         let p = CallerPolicy {
             require_encrypt: true,
+            identity: None,
             keys: HashSet::new(),
             rules: vec![
                 Rule {

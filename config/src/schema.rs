@@ -311,6 +311,35 @@ pub struct Inbound {
     pub callers: BTreeMap<String, InboundCaller>,
     /// Register this proxy's services in a registry while it serves.
     pub register: Option<Register>,
+    /// TLS on the listeners; with `client_ca`, mutual TLS.
+    pub tls: Option<ServerTls>,
+}
+
+/// `inbound.tls`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    /// PEM file: the certificate chain, leaf first.
+    pub cert: String,
+    /// PEM file: its private key.
+    pub key: String,
+    /// PEM file of CA certificates: when set, every client must present a
+    /// certificate they signed (mutual TLS).
+    pub client_ca: Option<String>,
+}
+
+/// `upstreams.<name>.tls`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    /// PEM file of the CA certificates that sign the backends' certificates.
+    pub ca: String,
+    /// The name the backends' certificates must carry (and the SNI sent).
+    pub server_name: String,
+    /// PEM file: a client certificate chain to present (mutual TLS).
+    pub cert: Option<String>,
+    /// PEM file: its private key.
+    pub key: Option<String>,
 }
 
 /// `inbound.services.<name>`
@@ -333,6 +362,10 @@ pub struct InboundCaller {
     /// What the caller may call. Empty: nothing.
     #[serde(default)]
     pub allow: Vec<Allow>,
+    /// With mutual TLS: the identity the connection's client certificate
+    /// must carry, a URI SAN (`spiffe://example.org/song_service`) or
+    /// `dns:<name>` for a DNS SAN.
+    pub identity: Option<String>,
 }
 
 /// `inbound.callers.<name>.require`
@@ -384,6 +417,8 @@ pub struct Upstream {
     pub backends: Vec<BackendEntry>,
     /// Backends from a registry: the registered instances of a service.
     pub discovery: Option<Discovery>,
+    /// TLS to the backends (verified; optionally with a client certificate).
+    pub tls: Option<ClientTls>,
     /// `round_robin` (default), `random`, or `consistent` (Ketama).
     pub selection: Option<String>,
     /// For `consistent`: `caller` (default) or `header:<name>`.

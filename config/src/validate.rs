@@ -23,9 +23,11 @@ pub(crate) fn validate(file: File) -> Result<Config, Problems> {
     let mut c = Check::default();
     let (keys, key_algs) = keys(&mut c, &file.keys);
     let registries = registry::registries(&mut c, &file.registries, &keys);
-    let upstreams = upstreams(&mut c, &file.upstreams, &file.registries);
+    let mut tls_files = Vec::new();
+    let upstreams = upstreams(&mut c, &file.upstreams, &file.registries, &mut tls_files);
     let outbound = file.outbound.as_ref().map(|o| outbound(&mut c, o, &key_algs, &upstreams));
-    let inbound = file.inbound.as_ref().map(|i| inbound(&mut c, i, &key_algs, &upstreams, &file.registries));
+    let inbound =
+        file.inbound.as_ref().map(|i| inbound(&mut c, i, &key_algs, &upstreams, &file.registries, &mut tls_files));
     let center = file.center.as_ref().map(|s| registry::center(&mut c, s, &keys));
     let remote = file.remote.as_ref().and_then(|r| crate::remote::check(&mut c, r, &registries));
     if outbound.is_none() && inbound.is_none() && center.is_none() {
@@ -39,7 +41,7 @@ pub(crate) fn validate(file: File) -> Result<Config, Problems> {
     if reload.poll < Duration::from_millis(100) {
         c.fail("reload.poll", "must be at least 100ms");
     }
-    let secret_files = file
+    let mut secret_files: Vec<String> = file
         .keys
         .aead
         .values()
@@ -47,6 +49,7 @@ pub(crate) fn validate(file: File) -> Result<Config, Problems> {
         .chain(file.keys.hmac.values().map(|k| &k.secret))
         .filter_map(|s| s.expose().strip_prefix("file:").map(str::to_owned))
         .collect();
+    secret_files.extend(tls_files);
     if c.problems.is_empty() {
         Ok(Config {
             keys,
@@ -108,6 +111,7 @@ fn upstreams(
     c: &mut Check,
     ups: &BTreeMap<String, schema::Upstream>,
     regs: &BTreeMap<String, schema::Registry>,
+    tls_files: &mut Vec<String>,
 ) -> BTreeMap<String, Upstream> {
     let mut out = BTreeMap::new();
     for (name, u) in ups {
@@ -115,6 +119,7 @@ fn upstreams(
         c.name(&path, name, "upstream");
         let mut up = upstream(c, &path, u);
         up.discovery = u.discovery.as_ref().map(|d| registry::discovery(c, &format!("{path}.discovery"), d, regs));
+        up.tls = u.tls.as_ref().and_then(|t| crate::tls::client(c, &format!("{path}.tls"), t, tls_files));
         out.insert(name.clone(), up);
     }
     out
@@ -267,6 +272,7 @@ fn upstream(c: &mut Check, path: &str, u: &schema::Upstream) -> Upstream {
         idle_timeout: d(u.idle_timeout, 55_000),
         total_timeout: u.total_timeout.map(|t| t.0),
         discovery: None,
+        tls: None,
     };
     for (field, v) in [("connect_timeout", up.connect_timeout), ("read_timeout", up.read_timeout)] {
         if v.is_zero() {
@@ -425,6 +431,7 @@ fn inbound(
     key_algs: &BTreeMap<String, Option<Algorithm>>,
     ups: &BTreeMap<String, Upstream>,
     regs: &BTreeMap<String, schema::Registry>,
+    tls_files: &mut Vec<String>,
 ) -> Inbound {
     let listen = c.addrs("inbound.listen", &i.listen);
     let mut services = HashMap::new();
@@ -516,7 +523,14 @@ fn inbound(
                 limit: a.qps.map(RateLimiter::new),
             });
         }
-        callers.insert(Name::from(name.as_str()), CallerPolicy { require_encrypt: p.require.encrypt, keys, rules });
+        let identity = p.identity.as_ref().map(|id| crate::tls::identity(c, &format!("{path}.identity"), id));
+        if identity.is_some() && i.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+            c.fail(format!("{path}.identity"), "needs mutual TLS: set inbound.tls.client_ca");
+        }
+        callers.insert(
+            Name::from(name.as_str()),
+            CallerPolicy { require_encrypt: p.require.encrypt, keys, rules, identity },
+        );
     }
     let max_skew_ms = i.max_skew.map_or(filters::replay::DEFAULT_SKEW_MS, |d| d.0.as_millis() as u64);
     Inbound {
@@ -539,5 +553,6 @@ fn inbound(
         services,
         callers,
         register: i.register.as_ref().map(|r| registry::registration(c, r, regs)),
+        tls: i.tls.as_ref().and_then(|t| crate::tls::server(c, t, tls_files)),
     }
 }

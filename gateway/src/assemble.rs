@@ -173,7 +173,8 @@ impl Gateway {
         if let Some(out) = &snap.config.outbound {
             let role =
                 roles::outbound::Outbound::new(shared.clone(), metrics.clone(), nonces.clone(), draining.clone());
-            add_role(server, Role::Outbound, role, &out.listen, fitted(out.connections, "outbound"), &metrics);
+            let limits = fitted(out.connections, "outbound");
+            add_role(server, Role::Outbound, role, &out.listen, &|| Ok(None), limits, &metrics)?;
             if out.dangerous_passthrough {
                 log::warn!("outbound.dangerous_passthrough is on: requests leave UNSEALED (benchmarks only)");
             }
@@ -188,7 +189,11 @@ impl Gateway {
             let opened = opened::OpenBudget::new(inb.max_opened_buffer);
             let role =
                 roles::inbound::Inbound::new(shared.clone(), state, opened, metrics.clone(), nonces, draining.clone());
-            add_role(server, Role::Inbound, role, &inb.listen, fitted(inb.connections, "inbound"), &metrics);
+            let mutual = inb.tls.as_ref().map(|t| t.client_ca.is_some());
+            let tls_shared = shared.clone();
+            let tls = move || mutual.map(|m| crate::tls::listener_settings(&tls_shared, m)).transpose();
+            let limits = fitted(inb.connections, "inbound");
+            add_role(server, Role::Inbound, role, &inb.listen, &tls, limits, &metrics)?;
             if inb.dangerous_passthrough {
                 log::warn!("inbound.dangerous_passthrough is on: requests are NOT verified (benchmarks only)");
             }
@@ -315,25 +320,38 @@ fn journal_path(pid_file: &str) -> String {
 /// read). docs/BENCHMARKS.md has the figures.
 const DOWNSTREAM_READ_BUFFER: usize = 8 * 1024;
 
-/// Adds a proxy role as a Pingora service listening on `listen`, behind its
-/// connection limits.
+/// The TLS settings of one listener, or none for plain TCP.
+type TlsFor<'a> = &'a dyn Fn() -> Result<Option<pingora::listeners::tls::TlsSettings>, String>;
+
+/// Adds a proxy role as a Pingora service listening on `listen` (each
+/// listener with TLS when `tls` gives settings), behind its connection
+/// limits.
 fn add_role<R>(
     server: &mut Server,
     name: Role,
     role: R,
     listen: &[std::net::SocketAddr],
+    tls: TlsFor<'_>,
     limits: ConnectionLimits,
     metrics: &Metrics,
-) where
+) -> Result<(), String>
+where
     R: pingora::proxy::ProxyHttp + Send + Sync + 'static,
     R::CTX: Send + Sync,
 {
     let app = listener::Guarded::new(http_proxy(&server.configuration, role), name, limits, metrics.listener(name));
     let mut svc = pingora::services::listening::Service::new(format!("fastproxy {}", name.name()), app);
+    let mut secure = false;
     for addr in listen {
         let buffers = L4BufferSettings::default().read(DOWNSTREAM_READ_BUFFER);
-        svc.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
+        let mut endpoint = ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers);
+        if let Some(settings) = tls()? {
+            endpoint = endpoint.tls(settings);
+            secure = true;
+        }
+        svc.add_listener(endpoint);
     }
     server.add_service(svc);
-    log::info!("{} role listening on {listen:?}", name.name());
+    log::info!("{} role listening on {listen:?}{}", name.name(), if secure { " (TLS)" } else { "" });
+    Ok(())
 }

@@ -167,6 +167,7 @@ impl ProxyError {
             ProxyError::Denied(Denial::EncryptionRequired) => "encryption_required",
             ProxyError::Denied(Denial::NotAllowed) => "forbidden",
             ProxyError::Denied(Denial::RateLimited(_)) => "rate_limited",
+            ProxyError::Denied(Denial::IdentityMismatch) => "identity_mismatch",
             ProxyError::BodyTooLarge => "body_too_large",
             ProxyError::HeadersTooLarge => "headers_too_large",
             ProxyError::RequestTimeout => "request_timeout",
@@ -197,6 +198,9 @@ impl ProxyError {
             ProxyError::Denied(Denial::EncryptionRequired) => Cow::Borrowed("this caller must encrypt"),
             ProxyError::Denied(Denial::NotAllowed) => Cow::Borrowed("caller may not call this endpoint"),
             ProxyError::Denied(Denial::RateLimited(_)) => Cow::Borrowed("rate limit exceeded"),
+            ProxyError::Denied(Denial::IdentityMismatch) => {
+                Cow::Borrowed("the connection's client certificate does not carry this caller's identity")
+            }
             ProxyError::BodyTooLarge => Cow::Borrowed("body exceeds the size limit"),
             ProxyError::HeadersTooLarge => Cow::Borrowed("too many or too large request headers"),
             ProxyError::RequestTimeout => Cow::Borrowed("the request body stopped arriving"),

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod alloc;
 pub mod assemble;
 pub mod center;
+pub mod certs;
 pub mod discovery;
 pub mod error;
 pub mod fd_limit;
@@ -28,6 +29,7 @@ pub mod remote;
 pub mod replay_state;
 pub mod roles;
 pub mod state;
+pub mod tls;
 
 pub use ::config;
 pub use ::config::policy;

@@ -64,6 +64,31 @@ enum Command {
         /// The YAML file to publish.
         file: String,
     },
+    /// Make a CA (without --ca) or a certificate signed by one, for TLS between
+    /// the proxies: writes DIR/NAME.crt and DIR/NAME.key (0600), never over a file.
+    Certs {
+        /// Directory of the files.
+        #[arg(long)]
+        dir: String,
+        /// File name stem of what to make.
+        #[arg(long)]
+        name: String,
+        /// Stem of the CA to sign with (DIR/CA.crt, DIR/CA.key); none makes a CA.
+        #[arg(long)]
+        ca: Option<String>,
+        /// A DNS name to carry (an inbound proxy's server name); repeatable.
+        #[arg(long)]
+        dns: Vec<String>,
+        /// A URI to carry (a caller's identity, spiffe://…); repeatable.
+        #[arg(long)]
+        uri: Vec<String>,
+        /// Days of validity.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+        /// Make it already expired (tests).
+        #[arg(long)]
+        expired: bool,
+    },
     /// Run the built-in registry (the config's `center:` section; docs/CENTER.md).
     Center {
         #[command(flatten)]
@@ -76,6 +101,27 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check) => check(&cli.config),
+        Some(Command::Certs { dir, name, ca, dns, uri, days, expired }) => {
+            let req = fastproxy::certs::Request {
+                dir: std::path::Path::new(&dir),
+                name: &name,
+                ca: ca.as_deref(),
+                dns: &dns,
+                uris: &uri,
+                days,
+                expired,
+            };
+            match fastproxy::certs::make(&req) {
+                Ok(files) => {
+                    println!("{}", files.join("\n"));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("fastproxy certs: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Some(Command::Publish { registry, name, file }) => match publish(&cli.config, &registry, &name, &file) {
             Ok(revision) => {
                 println!("published {file} as {name} (revision {revision})");

@@ -40,21 +40,29 @@ pub struct Snapshot {
     pub pools: Pools,
     /// Where it came from.
     pub origin: Origin,
+    /// The rustls objects of `config.inbound.tls`.
+    pub tls: crate::tls::Built,
 }
 
 impl Snapshot {
     /// The first generation: builds the pools for `config`.
     pub fn new(config: Config, origin: Origin, metrics: &Metrics) -> std::io::Result<Self> {
         let pools = Pools::build(&config.upstreams, metrics)?;
-        Ok(Snapshot { config, pools, origin })
+        let tls = tls_of(&config)?;
+        Ok(Snapshot { config, pools, origin, tls })
     }
 
     /// The generation after `self` for `config`: pools whose settings did
     /// not change are carried over with their state.
     pub fn next(&self, config: Config, origin: Origin, metrics: &Metrics) -> std::io::Result<(Self, Reconciled)> {
         let (pools, report) = Pools::reconcile(&self.pools, &config.upstreams, metrics)?;
-        Ok((Snapshot { config, pools, origin }, report))
+        let tls = tls_of(&config)?;
+        Ok((Snapshot { config, pools, origin, tls }, report))
     }
+}
+
+fn tls_of(config: &Config) -> std::io::Result<crate::tls::Built> {
+    crate::tls::Built::new(config.inbound.as_ref().and_then(|i| i.tls.as_ref())).map_err(std::io::Error::other)
 }
 
 /// The shared, swappable current snapshot.

@@ -118,7 +118,7 @@ fn the_inbound_role_accepts_a_sealed_request_once() {
     let req = request("GET", "/token_service/api/x", &[("x-fp", &value)]);
     let accept = |req: &RequestHeader| {
         let (mut known, mut reply_to) = (Known::default(), None);
-        Inbound::accept(snap.clone(), &replay, req, &mut known, &mut reply_to).map(|(a, _)| a)
+        Inbound::accept(snap.clone(), &replay, req, None, &mut known, &mut reply_to).map(|(a, _)| a)
     };
     let accepted = accept(&req).expect("accepted");
     assert_eq!((accepted.caller(), accepted.service(), accepted.encrypted()), ("song_service", "token_service", true));

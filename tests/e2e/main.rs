@@ -17,4 +17,5 @@ mod replay_across_processes;
 mod robustness;
 mod roundtrip;
 mod streaming;
+mod tls;
 mod wire_security;

@@ -31,8 +31,14 @@ impl HealthObserve for Changes {
 }
 
 /// The health check for `health`, logging changes under `pool`'s name and
-/// reporting them to `on_change`.
-pub fn build(pool: &str, health: &Health, on_change: OnChange) -> Box<dyn HealthCheck + Send + Sync> {
+/// reporting them to `on_change`; an HTTP probe of a TLS pool speaks TLS
+/// like its requests (verified, with the pool's client certificate).
+pub fn build(
+    pool: &str,
+    health: &Health,
+    tls: Option<&crate::tls::PoolTls>,
+    on_change: OnChange,
+) -> Box<dyn HealthCheck + Send + Sync> {
     let observer = Box::new(Changes { pool: pool.to_owned(), on_change });
     match &health.probe {
         Probe::Tcp => {
@@ -45,7 +51,10 @@ pub fn build(pool: &str, health: &Health, on_change: OnChange) -> Box<dyn Health
             check
         }
         Probe::Http { path, status, host } => {
-            let mut check = HttpHealthCheck::new(host, false);
+            let mut check = HttpHealthCheck::new(host, tls.is_some());
+            if let Some(tls) = tls {
+                tls.apply(&mut check.peer_template);
+            }
             check.consecutive_success = health.rise;
             check.consecutive_failure = health.fall;
             check.peer_template.options.connection_timeout = Some(health.timeout);

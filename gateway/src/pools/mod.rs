@@ -60,6 +60,8 @@ pub struct Pool {
     discovered: std::sync::Mutex<Vec<(SocketAddr, u32)>>,
     /// Serialises changes of the member list.
     applying: tokio::sync::Mutex<()>,
+    /// TLS to the backends, when configured.
+    tls: Option<crate::tls::PoolTls>,
     /// When the names are next resolved, and whether that is running.
     next_resolve: std::sync::Mutex<Instant>,
     resolving: std::sync::atomic::AtomicBool,
@@ -113,6 +115,7 @@ impl Pool {
                 .map(|(addr, weight)| Arc::new(Member { addr: *addr, weight: *weight, outlier: Outlier::default() }))
                 .collect(),
         ));
+        let tls = settings.tls.as_ref().map(crate::tls::PoolTls::new);
         let selector = Selector::new(settings, &backends, |lb| {
             if let Some(h) = &settings.health {
                 let (members, pool, metrics) = (members.clone(), name.to_owned(), metrics.clone());
@@ -124,7 +127,7 @@ impl Pool {
                         log::info!(target: "fastproxy::pool", "pool {pool}: backend {addr} readmitted by health check");
                     }
                 });
-                lb.set_check(health::build(name, h, on_change), h.interval);
+                lb.set_check(health::build(name, h, tls.as_ref(), on_change), h.interval);
             }
         })?;
         let RetryPolicy { budget_ratio, budget_min, .. } = settings.retry;
@@ -142,6 +145,7 @@ impl Pool {
             resolved: std::sync::Mutex::new(resolved),
             discovered: std::sync::Mutex::new(discovered),
             applying: tokio::sync::Mutex::new(()),
+            tls,
             next_resolve: std::sync::Mutex::new(Instant::now() + settings.resolve_interval),
             resolving: std::sync::atomic::AtomicBool::new(false),
             budget: RetryBudget::new(budget_ratio, budget_min),
@@ -312,6 +316,9 @@ impl Pool {
         peer.options.read_timeout = Some(read);
         peer.options.write_timeout = Some(s.write_timeout.min(read.max(s.connect_timeout)));
         peer.options.idle_timeout = Some(s.idle_timeout);
+        if let Some(tls) = &self.tls {
+            tls.apply(&mut peer);
+        }
         peer
     }
 

@@ -27,6 +27,7 @@ use pingora::{Error, Result};
 
 use super::refuse::{self, ReplyTo};
 use super::{hex_prefix, Exchange, WIRE};
+use crate::config::tls::PeerIdentity;
 use crate::config::Name;
 use crate::error::{ProxyError, Role};
 use crate::http_util::{self as h, now_ms};
@@ -217,8 +218,15 @@ impl ProxyHttp for Inbound {
         // After an upgrade: not before the replaced process handed its cache over.
         self.replay.ready().await;
         let snap = self.shared.load_full();
-        let result = match Self::accept(snap, &self.replay, session.req_header(), &mut ctx.ex.known, &mut ctx.reply_to)
-        {
+        let peer = crate::tls::peer_identity(session);
+        let result = match Self::accept(
+            snap,
+            &self.replay,
+            session.req_header(),
+            peer.as_deref(),
+            &mut ctx.ex.known,
+            &mut ctx.reply_to,
+        ) {
             Ok((accepted, None)) => Ok((accepted, Body::Plain)),
             Ok((accepted, Some(opener))) => {
                 match verify_small_body(session, opener, accepted.length, &self.opened).await {
@@ -406,6 +414,7 @@ impl Inbound {
         snap: Arc<Snapshot>,
         replay: &ReplayState,
         req: &RequestHeader,
+        peer: Option<&PeerIdentity>,
         known: &mut super::Known,
         reply_to: &mut Option<ReplyTo>,
     ) -> Result<(Accepted, Option<Opener>), ProxyError> {
@@ -427,7 +436,13 @@ impl Inbound {
         let header = h::envelope_header(&req.headers).map_err(ProxyError::Request)?;
         let (env, sig) = Envelope::parse_request(header, method, service, below, query).map_err(ProxyError::Request)?;
         let verified = snap.config.keys.verify(&env, &sig).map_err(ProxyError::Request)?;
-        let admitted = Self::admit(&snap, replay, &env, verified, known, service_name.clone(), pool);
+        // The signature names the caller; with mutual TLS, the connection's
+        // certificate must name the same one.
+        let admitted = inb
+            .callers
+            .get(env.caller)
+            .map_or(Ok(()), |policy| policy.check_identity(peer).map_err(ProxyError::Denied))
+            .and_then(|()| Self::admit(&snap, replay, &env, verified, known, service_name.clone(), pool));
         if admitted.is_err() {
             *reply_to = Some(ReplyTo::of(&env));
         }

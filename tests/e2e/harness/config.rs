@@ -51,6 +51,12 @@ pub struct Options {
     pub register: Option<String>,
     /// The outbound pool's `discovery:` flow map instead of its backends.
     pub outbound_discovery: Option<String>,
+    /// The inbound proxy's `tls:` flow map.
+    pub inbound_tls: Option<String>,
+    /// Callers whose client certificate must carry an identity.
+    pub identities: Vec<(String, String)>,
+    /// A byte-level tap between the proxies (instead of the HTTP relay).
+    pub tap: bool,
 }
 
 impl Default for Options {
@@ -72,6 +78,9 @@ impl Default for Options {
             registries: String::new(),
             register: None,
             outbound_discovery: None,
+            inbound_tls: None,
+            identities: Vec::new(),
+            tap: false,
         }
     }
 }
@@ -85,6 +94,7 @@ pub struct Pair {
     pub out_admin: SocketAddr,
     pub in_admin: SocketAddr,
     pub relay: Option<Relay>,
+    pub tap: Option<super::tap::Tap>,
     pub callees: Vec<Upstream>,
     pub callee_addr: SocketAddr,
 }
@@ -110,7 +120,8 @@ impl Pair {
         let inbound = Proxy::start_with(&in_yaml, &[in_port, in_admin], 1, opts.rust_log);
         let in_addr = proxy::addr(in_port);
         let relay = opts.relay.then(|| Relay::start(proxy::listener(), in_addr));
-        let hop = relay.as_ref().map_or(in_addr, |r| r.addr);
+        let tap = opts.tap.then(|| super::tap::Tap::start(proxy::listener(), in_addr));
+        let hop = relay.as_ref().map(|r| r.addr).or(tap.as_ref().map(|t| t.addr)).unwrap_or(in_addr);
         let (out_port, out_admin) = (proxy::free_port(), proxy::free_port());
         let out_yaml = outbound_yaml(out_port, out_admin, hop, &opts);
         let outbound = Proxy::start_with(&out_yaml, &[out_port, out_admin], 1, opts.rust_log);
@@ -122,6 +133,7 @@ impl Pair {
             out_admin: proxy::addr(out_admin),
             in_admin: proxy::addr(in_admin),
             relay,
+            tap,
             callees,
             callee_addr,
         }
@@ -249,6 +261,14 @@ pub fn inbound_yaml(port: u16, admin: u16, backends: &str, o: &Options) -> Strin
     y.push_str(&format!("upstreams:\n  callee: {{ {} }}\n", settings.join(", ")));
     if let Some(r) = &o.register {
         y = y.replacen("  services:\n", &format!("  register: {r}\n  services:\n"), 1);
+    }
+    if let Some(t) = &o.inbound_tls {
+        y = y.replacen("  services:\n", &format!("  tls: {t}\n  services:\n"), 1);
+    }
+    for (who, identity) in &o.identities {
+        let line = format!("    {who}: {{ ");
+        assert!(y.contains(&line), "no caller {who}");
+        y = y.replacen(&line, &format!("    {who}: {{ identity: \"{identity}\", "), 1);
     }
     y.push_str(&o.registries);
     y

@@ -16,5 +16,6 @@ pub mod registry;
 pub mod relay;
 #[cfg(test)]
 pub mod seal;
+pub mod tap;
 pub mod upstream;
 pub mod wire;
