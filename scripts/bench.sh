@@ -9,6 +9,8 @@
 #   fp-aes          fastproxy pair, AES-256-GCM + HMAC-SHA256, codec none
 #   fp-aes-snappy   the same with snappy
 #   fp-chacha       ChaCha20-Poly1305 + HMAC-SHA256, codec none
+#   fp-aes-mtls     fp-aes with mutual TLS between the proxies (certificates from
+#                   `fastproxy certs`, the caller bound to its certificate)
 # Loads (wrk, POST): 1 KiB body / 1 KiB response at c=32 and c=256, 16 KiB / 16 KiB at c=32.
 # Per row: req/s, p50, p99, CPU seconds per 10k requests of the proxy processes,
 # their peak RSS, and the ratio to nginx-chain and to fp-passthrough. Then heap
@@ -129,8 +131,20 @@ KEYS='keys:
     k-chacha: { alg: chacha20-poly1305, secret: "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f" }
   hmac:
     k-sign: { secret: "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f" }'
-start_pair() { # name out_port in_port admin_base "caller settings" passthrough binary
-    local name=$1 out=$2 in=$3 admin=$4 seal=$5 pass=$6 bin=${7:-$work/fastproxy}
+# Mutual TLS between the proxies of fp-aes-mtls: a CA, the inbound proxy's
+# certificate, the bench caller's.
+pki="$work/pki"
+"$work/fastproxy" certs --dir "$pki" --name ca >/dev/null
+"$work/fastproxy" certs --dir "$pki" --name inbound --ca ca --dns bench.inbound >/dev/null
+"$work/fastproxy" certs --dir "$pki" --name bench --ca ca --uri spiffe://bench/bench >/dev/null
+start_pair() { # name out_port in_port admin_base "caller settings" passthrough binary [tls]
+    local name=$1 out=$2 in=$3 admin=$4 seal=$5 pass=$6 bin=${7:-$work/fastproxy} tls=${8:-}
+    local up_tls="" in_tls="" identity=""
+    if [ -n "$tls" ]; then
+        up_tls=", tls: { ca: \"$pki/ca.crt\", server_name: bench.inbound, cert: \"$pki/bench.crt\", key: \"$pki/bench.key\" }"
+        in_tls="  tls: { cert: \"$pki/inbound.crt\", key: \"$pki/inbound.key\", client_ca: \"$pki/ca.crt\" }"
+        identity="identity: \"spiffe://bench/bench\", "
+    fi
     cat > "$work/$name-out.yaml" <<Y
 $KEYS
 admin: { listen: ["127.0.0.1:$admin"] }
@@ -139,17 +153,18 @@ outbound:
   dangerous_passthrough: $pass
   callers: { bench: { $seal } }
   routes: { token_service: { upstream: in } }
-upstreams: { in: { backends: ["127.0.0.1:$in"] } }
+upstreams: { in: { backends: ["127.0.0.1:$in"]$up_tls } }
 Y
     cat > "$work/$name-in.yaml" <<Y
 $KEYS
 admin: { listen: ["127.0.0.1:$((admin + 1))"] }
 inbound:
   listen: ["127.0.0.1:$in"]
+$in_tls
   dangerous_passthrough: $pass
   services: { token_service: { upstream: origin } }
   callers:
-    bench: { require: { encrypt: true }, keys: [k-aes, k-chacha, k-sign], allow: [{ service: token_service, path_prefix: /, methods: ["*"] }] }
+    bench: { ${identity}require: { encrypt: true }, keys: [k-aes, k-chacha, k-sign], allow: [{ service: token_service, path_prefix: /, methods: ["*"] }] }
 upstreams: { origin: { backends: ["127.0.0.1:28101"] } }
 Y
     RUST_LOG=warn "$bin" -c "$(pingora_conf "$name-in")" -f "$work/$name-in.yaml" 2>"$work/$name-in.log" &
@@ -161,9 +176,10 @@ start_pair fp-passthrough 28131 28132 29131 "sign_key: k-sign" true
 start_pair fp-aes 28141 28142 29141 "aead_key: k-aes, sign_key: k-sign, codec: none" false
 start_pair fp-aes-snappy 28151 28152 29151 "aead_key: k-aes, sign_key: k-sign, codec: snappy" false
 start_pair fp-chacha 28161 28162 29161 "aead_key: k-chacha, sign_key: k-sign, codec: none" false
+start_pair fp-aes-mtls 28181 28182 29181 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy" tls
 
 wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-for p in 28101 28111 28112 28121 28122 28131 28132 28141 28142 28151 28152 28161 28162; do wait_port $p; done
+for p in 28101 28111 28112 28121 28122 28131 28132 28141 28142 28151 28152 28161 28162 28181 28182; do wait_port $p; done
 
 worker() { pgrep -P "$(cat "$work/nginx-$1/nginx.pid")" | head -n 1; }
 declare -A port procs
@@ -174,7 +190,8 @@ port[fp-passthrough]=28131;  procs[fp-passthrough]="$pid_fp_passthrough_out $pid
 port[fp-aes]=28141;          procs[fp-aes]="$pid_fp_aes_out $pid_fp_aes_in"
 port[fp-aes-snappy]=28151;   procs[fp-aes-snappy]="$pid_fp_aes_snappy_out $pid_fp_aes_snappy_in"
 port[fp-chacha]=28161;       procs[fp-chacha]="$pid_fp_chacha_out $pid_fp_chacha_in"
-targets="direct nginx-chain pingora-chain fp-passthrough fp-aes fp-aes-snappy fp-chacha"
+port[fp-aes-mtls]=28181;     procs[fp-aes-mtls]="$pid_fp_aes_mtls_out $pid_fp_aes_mtls_in"
+targets="direct nginx-chain pingora-chain fp-passthrough fp-aes fp-aes-snappy fp-chacha fp-aes-mtls"
 loads="1k:32 1k:256 16k:32"
 
 # Sanity: every target answers the benchmark request with 200.
