@@ -106,6 +106,23 @@ impl PeerIdentity {
     }
 }
 
+/// What `/config` shows of a chain's leaf: subject, serial, validity, SANs
+/// (never a key).
+pub fn describe(chain: &[Vec<u8>]) -> serde_json::Value {
+    let Some(Ok((_, cert))) = chain.first().map(|der| X509Certificate::from_der(der)) else {
+        return serde_json::Value::Null;
+    };
+    let sans = PeerIdentity::of(chain.first().map_or(&[][..], |d| d)).unwrap_or_default();
+    serde_json::json!({
+        "subject": cert.subject().to_string(),
+        "serial": cert.raw_serial_as_string(),
+        "not_before": cert.validity().not_before.to_string(),
+        "not_after": cert.validity().not_after.to_string(),
+        "uris": sans.uris,
+        "dns": sans.dns,
+    })
+}
+
 fn read(path: &str) -> Result<Zeroizing<Vec<u8>>, String> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;

@@ -80,7 +80,11 @@ pub fn render(config: &Config) -> Value {
                         json!({ "service": r.service, kind: path, "methods": methods, "qps": r.qps })
                     })
                     .collect();
-                (name.to_string(), json!({ "require_encrypt": p.require_encrypt, "keys": keys, "allow": rules }))
+                let identity = p.identity.as_ref().map(|i| i.shown());
+                (
+                    name.to_string(),
+                    json!({ "require_encrypt": p.require_encrypt, "keys": keys, "allow": rules, "identity": identity }),
+                )
             })
             .collect();
         json!({
@@ -93,6 +97,11 @@ pub fn render(config: &Config) -> Value {
             "dangerous_passthrough": i.dangerous_passthrough,
             "services": i.services,
             "callers": callers,
+            "tls": i.tls.as_ref().map(|t| json!({
+                "certificate": crate::tls::describe(&t.cert.chain),
+                "mutual": t.client_ca.is_some(),
+                "client_ca": t.client_ca.as_ref().map(|cas| cas.iter().map(|c| crate::tls::describe(std::slice::from_ref(c))).collect::<Vec<_>>()),
+            })),
         })
     });
     let upstreams: Map<String, Value> = config
@@ -140,6 +149,11 @@ pub fn render(config: &Config) -> Value {
                 "idle_timeout_ms": ms(u.idle_timeout),
                 "total_timeout_ms": u.total_timeout.map(ms),
                 "discovery": u.discovery.as_ref().map(|d| json!({ "registry": d.registry, "service": d.service })),
+                "tls": u.tls.as_ref().map(|t| json!({
+                    "server_name": t.server_name,
+                    "ca": t.ca.iter().map(|c| crate::tls::describe(std::slice::from_ref(c))).collect::<Vec<_>>(),
+                    "client_certificate": t.client.as_ref().map(|c| crate::tls::describe(&c.chain)),
+                })),
             });
             (name.clone(), v)
         })

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use fastproxy::config::registry::{Registry as Settings, RegistryKind, CENTER_KEY_LABEL};
 use fastproxy::discovery::{self, Error, Instance, Listing, Registry};
 
-use crate::harness::client::{send, Request};
+use crate::harness::client::{send, Body, Request};
 use crate::harness::config::{caller, center_key, inbound_yaml, outbound_yaml, sign_secret, Options};
 use crate::harness::load::Load;
 use crate::harness::proxy::{self, admin_config, Proxy};
@@ -468,4 +468,66 @@ fn an_etcd_watch_behind_a_compaction_lists_again_and_reports_the_difference() {
         let seen = tokio::time::timeout(Duration::from_secs(3), watch.next()).await.expect("in time").expect("watch");
         assert_eq!(ids(&seen), ["b", "c"]);
     });
+}
+
+#[test]
+fn the_center_answers_malformed_input_with_json_errors_and_stays_up() {
+    let center = Center::start();
+    let big = vec![b'x'; 2 << 20];
+    let cases: Vec<(Request, u16, &str)> = vec![
+        (Request::new("PUT", "/v1/services/a/instances/b").body(Body::Bytes(big)), 413, "too_large"),
+        (Request::new("GET", "/v1/services/a").header("authorization", "FP-Center nonsense"), 401, "unauthenticated"),
+        (
+            Request::new("GET", "/v1/services/a").header(
+                "authorization",
+                &format!("FP-Center node=inbound-node,t=1,n={},sig={}", "0".repeat(32), "0".repeat(64)),
+            ),
+            401,
+            "unauthenticated",
+        ),
+        (Request::new("GET", "/nowhere"), 401, "unauthenticated"),
+    ];
+    for (req, status, code) in cases {
+        let r = send(center.addr, req).expect("an answer");
+        assert_eq!(r.status, status, "{}", r.text());
+        let body: serde_json::Value = serde_json::from_str(&r.text()).expect("JSON");
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+    // Authenticated but malformed: bad JSON, unknown fields, bad address,
+    // weight and TTL out of range, a bad id, an unknown path.
+    let rt = runtime();
+    let client = center_client(center.addr, "inbound-node");
+    let mut secret = [0u8; 32];
+    assert!(filters::hex::decode_into(&sign_secret("inbound-node"), &mut secret));
+    let key = filters::SignKey::new(&center_key("inbound-node"), &secret)
+        .expect("key")
+        .purpose_key(CENTER_KEY_LABEL)
+        .expect("derive");
+    let raw = fastproxy::discovery::center_client::CenterClient::new(
+        center.addr.to_string(),
+        "inbound-node".into(),
+        Arc::new(key),
+        Duration::from_secs(2),
+    );
+    let bodies: [(&str, &str, &str); 7] = [
+        ("PUT", "/v1/services/conformance/instances/a", "{"),
+        ("PUT", "/v1/services/conformance/instances/a", r#"{"addr":"127.0.0.1:1","ttl_ms":5000,"evil":1}"#),
+        ("PUT", "/v1/services/conformance/instances/a", r#"{"addr":"nowhere","ttl_ms":5000}"#),
+        ("PUT", "/v1/services/conformance/instances/a", r#"{"addr":"127.0.0.1:1","weight":0,"ttl_ms":5000}"#),
+        ("PUT", "/v1/services/conformance/instances/a", r#"{"addr":"127.0.0.1:1","ttl_ms":99999999}"#),
+        ("PUT", "/v1/services/conformance/instances/a%2Fb", r#"{"addr":"127.0.0.1:1","ttl_ms":5000}"#),
+        ("GET", "/v1/services/conformance?index=x", ""),
+    ];
+    rt.block_on(async {
+        for (method, target, body) in bodies {
+            let reply =
+                raw.call(method, target, body.as_bytes(), Duration::from_secs(2)).await.expect("a signed answer");
+            assert_eq!(reply.status, 400, "{method} {target} {body}: {}", String::from_utf8_lossy(&reply.body));
+        }
+        let reply = raw.call("DELETE", "/v1/services", b"", Duration::from_secs(2)).await.expect("answer");
+        assert_eq!(reply.status, 405);
+        assert!(client.list("conformance").await.expect("still serving").instances.is_empty());
+    });
+    let health = send(center.addr, Request::new("GET", "/healthz")).expect("alive");
+    assert_eq!(health.status, 200);
 }

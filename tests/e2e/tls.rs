@@ -210,6 +210,9 @@ fn the_server_certificate_rotates_under_load_without_a_failed_request() {
     let dir = pki();
     let pair = tls_pair(&dir, &caller("aes", "none"), false);
     let before = presented(pair.in_addr, &dir);
+    let serial = |admin| crate::harness::proxy::admin_config(admin)["inbound"]["tls"]["certificate"]["serial"].clone();
+    let serial_before = serial(pair.in_admin);
+    assert!(serial_before.is_string(), "/config shows the certificate");
     let load = Load::start(pair.out_addr, 8, &caller("aes", "none"), &[200]);
     std::thread::sleep(Duration::from_secs(1));
     certs(&dir, "inbound-next", &["--ca", "ca", "--dns", SERVER_NAME]);
@@ -232,6 +235,7 @@ fn the_server_certificate_rotates_under_load_without_a_failed_request() {
     }
     eprintln!("new handshakes present the new certificate {:?} after SIGHUP", t.elapsed());
     assert_ne!(before, next);
+    assert_ne!(serial(pair.in_admin), serial_before, "/config shows the new certificate");
     std::thread::sleep(Duration::from_secs(1));
     let (sent, _, failures) = load.finish();
     eprintln!("rotation under load: {sent} requests, {} failed", failures.len());
