@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::registry::DiscoveryRef;
 
+/// The largest weight an instance may have.
+pub const MAX_WEIGHT: u32 = 1000;
+
 /// One registered instance of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
@@ -38,9 +41,16 @@ pub struct Listing {
 
 impl Listing {
     /// The backends a pool takes from it.
+    /// An instance whose weight is outside 1..=1000 is left out (a
+    /// registry the proxy does not control, such as etcd, could hold one; a
+    /// huge weight would blow up the balancer's tables).
     pub fn backends(&self) -> Vec<(SocketAddr, u32)> {
         let mut out: Vec<(SocketAddr, u32)> = Vec::new();
         for i in &self.instances {
+            if !(1..=MAX_WEIGHT).contains(&i.weight) {
+                log::warn!(target: "fastproxy::discovery", "instance {} ({}) left out: weight {} is not 1 to {MAX_WEIGHT}", i.id, i.addr, i.weight);
+                continue;
+            }
             if !out.iter().any(|(a, _)| *a == i.addr) {
                 out.push((i.addr, i.weight));
             }

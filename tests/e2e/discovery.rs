@@ -475,7 +475,8 @@ fn the_center_answers_malformed_input_with_json_errors_and_stays_up() {
     let center = Center::start();
     let big = vec![b'x'; 2 << 20];
     let cases: Vec<(Request, u16, &str)> = vec![
-        (Request::new("PUT", "/v1/services/a/instances/b").body(Body::Bytes(big)), 413, "too_large"),
+        // Unauthenticated: refused before the body is read.
+        (Request::new("PUT", "/v1/services/a/instances/b").body(Body::Bytes(big.clone())), 401, "unauthenticated"),
         (Request::new("GET", "/v1/services/a").header("authorization", "FP-Center nonsense"), 401, "unauthenticated"),
         (
             Request::new("GET", "/v1/services/a").header(
@@ -526,6 +527,15 @@ fn the_center_answers_malformed_input_with_json_errors_and_stays_up() {
         }
         let reply = raw.call("DELETE", "/v1/services", b"", Duration::from_secs(2)).await.expect("answer");
         assert_eq!(reply.status, 405);
+        // Authenticated: a registration over 64 KiB, a config over 1 MiB.
+        // (A 2 MiB body may meet a closed connection before it reads the 413.)
+        for (target, size) in [("/v1/services/conformance/instances/a", 70_000), ("/v1/config/song", 2 << 20)] {
+            let err = raw.call("PUT", target, &big[..size], Duration::from_secs(5)).await;
+            assert!(matches!(&err, Err(fastproxy::discovery::Error::Unreachable(_))), "{target}: {err:?}");
+            if size < 100_000 {
+                assert!(format!("{err:?}").contains("413"), "{err:?}");
+            }
+        }
         assert!(client.list("conformance").await.expect("still serving").instances.is_empty());
     });
     let health = send(center.addr, Request::new("GET", "/healthz")).expect("alive");

@@ -162,6 +162,25 @@ impl Center {
         }
     }
 
+    /// How much of the request's body may be read before it is
+    /// authenticated: nothing when its Authorization names no client, 1 MiB
+    /// for a config document from a client that may publish, else 64 KiB.
+    fn body_limit(&self, session: &ServerSession, path: &str) -> Result<usize, Answer> {
+        let header = session.req_header().headers.get(http::header::AUTHORIZATION);
+        let node = header.and_then(|v| v.to_str().ok()).and_then(auth::parse).map(|c| c.node.to_owned());
+        let snap = self.shared.load();
+        let client = node.as_deref().and_then(|n| snap.config.center.as_ref()?.clients.get(n));
+        let Some(client) = client else {
+            return Err(refuse(
+                401,
+                "unauthenticated",
+                "an FP-Center Authorization header naming a client is required",
+            ));
+        };
+        let publishing = session.req_header().method == http::Method::PUT && path.starts_with("/v1/config/");
+        Ok(if publishing && !client.publish.is_empty() { MAX_REQUEST } else { MAX_REGISTRATION })
+    }
+
     /// Checks the request's credentials; the client's name and key.
     fn authenticate(
         &self,
@@ -213,9 +232,6 @@ impl Center {
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (method, parts.as_slice()) {
             ("PUT", ["v1", "services", service, "instances", id]) => {
-                if body.len() > MAX_REGISTRATION {
-                    return refuse(413, "too_large", "registration bodies are at most 64 KiB");
-                }
                 self.register(node, &may.register, service, id, body).await
             }
             ("PUT", ["v1", "config", name]) => self.publish(node, &may.publish, name, body).await,
@@ -395,13 +411,14 @@ fn watch_query(query: &str) -> Result<(Option<u64>, Duration), Answer> {
 /// The center as an HTTP app.
 pub struct App(pub Arc<Center>);
 
-async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Answer> {
+/// Reads the request body, at most `limit` bytes.
+async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>, Answer> {
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
             Ok(Some(piece)) => {
-                if body.len() + piece.len() > MAX_REQUEST {
-                    return Err(refuse(413, "too_large", "request bodies are at most 1 MiB"));
+                if body.len() + piece.len() > limit {
+                    return Err(refuse(413, "too_large", format!("this request's body is at most {limit} bytes")));
                 }
                 body.extend_from_slice(&piece);
             }
@@ -438,7 +455,13 @@ impl ServeHttp for App {
             return reply(answer(200, json!({ "status": "alive", "revision": self.0.store().revision() })), None);
         }
         let target = uri.path_and_query().map_or(path.clone(), |p| p.as_str().to_owned());
-        let body = match read_body(session).await {
+        // Nothing is buffered for a request that names no client of the
+        // center; a config document may be large only for a publisher.
+        let limit = match self.0.body_limit(session, &path) {
+            Ok(l) => l,
+            Err(a) => return self.0.answer(a, None),
+        };
+        let body = match read_body(session, limit).await {
             Ok(b) => b,
             Err(a) => return self.0.answer(a, None),
         };

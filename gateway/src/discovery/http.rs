@@ -13,6 +13,7 @@ use pingora::protocols::http::v1::client::HttpSession;
 pub const MAX_BODY: usize = 4 << 20;
 
 /// A complete answer.
+#[derive(Debug)]
 pub struct Reply {
     /// HTTP status.
     pub status: u16,
