@@ -203,7 +203,8 @@ fi
 if runs e2e; then
     echo "== e2e fault tests (release build)"
     cargo test -q --release -p fastproxy --test e2e -- \
-        robustness:: connection_limits:: operations::an_upgrade_under_load_loses_no_request bombs:: 2>&1 | tail -3
+        robustness:: connection_limits:: operations::an_upgrade_under_load_loses_no_request bombs:: 2>&1 |
+        grep -E "^failures:|^    [a-z_]+::|panicked at|^test result" | tail -30
 fi
 
 echo
