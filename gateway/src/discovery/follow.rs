@@ -80,22 +80,25 @@ impl Follower {
 
     /// Publishes `listing` of `r`: the feed, every live pool using it, the
     /// metrics, the cache file.
+    /// The live pools take the members first, then the feed records them:
+    /// what `/config` shows as members, the pools balance over.
     async fn publish(&self, reg: &RegistrySettings, r: &DiscoveryRef, listing: Listing) {
         let feed = directory().feed(r);
         let changed = feed.listing().is_none_or(|l| !l.same_members(&listing));
         self.metrics.discovery_listing(&r.registry, &r.service, listing.instances.len(), listing.revision, changed);
         feed.healthy();
         let backends = listing.backends();
+        if changed {
+            log::info!(target: "fastproxy::discovery", "{}/{}: members now {:?}", r.registry, r.service, backends.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>());
+            let pools: Vec<_> = self.shared.load().pools.iter().filter(|p| p.discovery() == Some(r)).cloned().collect();
+            for pool in pools {
+                pool.set_discovered(backends.clone()).await;
+            }
+        }
         feed.set(listing, "registry");
-        if !changed {
-            return;
+        if changed {
+            write_cache(reg);
         }
-        log::info!(target: "fastproxy::discovery", "{}/{}: members now {:?}", r.registry, r.service, backends.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>());
-        let pools: Vec<_> = self.shared.load().pools.iter().filter(|p| p.discovery() == Some(r)).cloned().collect();
-        for pool in pools {
-            pool.set_discovered(backends.clone()).await;
-        }
-        write_cache(reg);
     }
 
     fn failed(&self, r: &DiscoveryRef, what: &str, e: &super::Error) {
