@@ -5,6 +5,7 @@
 //! roles read it through an `Arc` snapshot, so a reload swaps it atomically.
 
 mod check;
+pub mod layers;
 mod name;
 pub mod overrides;
 pub mod policy;

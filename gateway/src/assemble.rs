@@ -104,7 +104,7 @@ impl Gateway {
         let (config, text, path) = match source {
             Source::File(path) => {
                 let text = reload::read_config(&path)?;
-                let bootstrap = config::remote::bootstrap(&text, std::env::vars())
+                let bootstrap = config::layers::bootstrap(&text, std::env::vars())
                     .map_err(|p| format!("{path}: {} problem(s)\n{p}", p.0.len()))?;
                 match bootstrap {
                     None => (checked(&text, &path)?, text, Some(path)),
@@ -269,7 +269,7 @@ fn layered(text: &str, path: &str, settings: &config::remote::Remote) -> Result<
         if let Some(why) = &doc.invalid {
             return Err(format!("{path} with remote revision {}: {why}", doc.revision));
         }
-        config::remote::from_layers(text, Some((&doc.tree, settings.dangerous_inline_secrets)), std::env::vars())
+        config::layers::from_layers(text, Some((&doc.tree, settings.dangerous_inline_secrets)), std::env::vars())
             .map_err(|p| format!("{path} with remote revision {}: {} problem(s)\n{p}", doc.revision, p.0.len()))
     };
     let doc = remote::initial(settings, REMOTE_START_WAIT)?;

@@ -170,7 +170,7 @@ fn check(path: &str) -> ExitCode {
         Ok(t) => t,
         Err(e) => return problems(config::Problems(vec![config::Problem { path: path.to_owned(), message: e }])),
     };
-    let remote = match config::remote::bootstrap(&text, std::env::vars()) {
+    let remote = match config::layers::bootstrap(&text, std::env::vars()) {
         Ok(r) => r,
         Err(p) => return problems(p),
     };
@@ -184,7 +184,7 @@ fn check(path: &str) -> ExitCode {
                         path: "(remote)".to_owned(),
                         message: why.clone(),
                     }])),
-                    None => config::remote::from_layers(
+                    None => config::layers::from_layers(
                         &text,
                         Some((&doc.tree, r.dangerous_inline_secrets)),
                         std::env::vars(),
@@ -218,7 +218,7 @@ fn check(path: &str) -> ExitCode {
 /// config document `name`; returns the center's revision.
 fn publish(path: &str, registry: &str, name: &str, file: &str) -> Result<u64, String> {
     let text = reload::read_config(path)?;
-    let (registries, _) = config::remote::bootstrap_with_registries(&text, std::env::vars())
+    let (registries, _) = config::layers::bootstrap_with_registries(&text, std::env::vars())
         .map_err(|p| format!("{path}: {} problem(s)\n{p}", p.0.len()))?;
     let reg = registries.get(registry).ok_or_else(|| format!("{path} has no registries.{registry}"))?;
     let config::registry::RegistryKind::Center { authority, node, key, .. } = &reg.kind else {

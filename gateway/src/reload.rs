@@ -85,7 +85,7 @@ impl Reloader {
         }
         let allow_inline = self.remote().is_some_and(|r| r.settings.dangerous_inline_secrets);
         let layered = match doc {
-            Some(doc) => config::remote::from_layers(text, Some((&doc.tree, allow_inline)), std::env::vars()),
+            Some(doc) => config::layers::from_layers(text, Some((&doc.tree, allow_inline)), std::env::vars()),
             None => config::from_yaml_with_env(text, std::env::vars()),
         };
         layered.map(|(c, _)| c).map_err(|p| ("invalid", p.to_string()))

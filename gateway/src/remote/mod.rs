@@ -137,7 +137,7 @@ pub fn initial(remote: &Remote, within: Duration) -> Result<Doc, String> {
 
 /// Parses remote config text (YAML or JSON) into a tree.
 pub fn tree_of(text: &str) -> Result<Value, String> {
-    crate::config::remote::parse(text, "(remote)").map_err(|p| p.to_string())
+    crate::config::layers::parse(text, "(remote)").map_err(|p| p.to_string())
 }
 
 /// Reads the cache file.
