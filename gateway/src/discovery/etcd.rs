@@ -58,15 +58,14 @@ impl Etcd {
         format!("{}{service}/", self.prefix)
     }
 
+    /// A POST of JSON `body` to the gateway's `path`.
+    fn request<'a>(&'a self, path: &'a str, body: &'a [u8]) -> Request<'a> {
+        Request { authority: &self.authority, method: "POST", target: path, headers: Vec::new(), body }
+    }
+
     async fn post(&self, path: &str, body: Value) -> Result<Value, Error> {
         let body = body.to_string();
-        let req = Request {
-            authority: &self.authority,
-            method: "POST",
-            target: path,
-            headers: Vec::new(),
-            body: body.as_bytes(),
-        };
+        let req = self.request(path, body.as_bytes());
         let reply = http::call(&req, self.timeout).await.map_err(Error::Unreachable)?;
         let value: Value = serde_json::from_slice(&reply.body)
             .map_err(|e| Error::Unreachable(format!("etcd {path}: the answer is not JSON: {e}")))?;
@@ -83,13 +82,7 @@ impl Etcd {
     /// The first line of a streaming call (keepalive answers that way).
     async fn first_line(&self, path: &str, body: Value) -> Result<Value, Error> {
         let body = body.to_string();
-        let req = Request {
-            authority: &self.authority,
-            method: "POST",
-            target: path,
-            headers: Vec::new(),
-            body: body.as_bytes(),
-        };
+        let req = self.request(path, body.as_bytes());
         let mut lines = http::stream(&req, self.timeout).await.map_err(Error::Unreachable)?;
         let line = lines
             .next(self.timeout)
@@ -135,13 +128,7 @@ impl Etcd {
             create["range_end"] = json!(B64.encode(range_end(key)));
         }
         let body = json!({ "create_request": create }).to_string();
-        let req = Request {
-            authority: &self.authority,
-            method: "POST",
-            target: "/v3/watch",
-            headers: Vec::new(),
-            body: body.as_bytes(),
-        };
+        let req = self.request("/v3/watch", body.as_bytes());
         let lines = http::stream(&req, self.timeout).await.map_err(Error::Unreachable)?;
         if lines.status != 200 {
             return Err(Error::Unreachable(format!("etcd /v3/watch: status {}", lines.status)));
@@ -253,16 +240,12 @@ impl EtcdWatch {
             let key = String::from_utf8_lossy(&key).into_owned();
             if event["type"].as_str() == Some("DELETE") {
                 self.members.remove(&key);
-            } else if let Some(instance) = Self::instance_of(kv) {
+            } else if let Some(instance) = Etcd::instance(kv) {
                 self.members.insert(key, instance);
             }
         }
         let listing = self.listing(revision);
         Ok(self.changed(listing))
-    }
-
-    fn instance_of(kv: &Value) -> Option<Instance> {
-        Etcd::instance(kv)
     }
 
     /// Records `listing` as seen; returns it when its members changed.

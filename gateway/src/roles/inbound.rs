@@ -219,26 +219,20 @@ impl ProxyHttp for Inbound {
         self.replay.ready().await;
         let snap = self.shared.load_full();
         let peer = crate::tls::peer_identity(session);
-        let result = match Self::accept(
-            snap,
-            &self.replay,
-            session.req_header(),
-            peer.as_deref(),
-            &mut ctx.ex.known,
-            &mut ctx.reply_to,
-        ) {
-            Ok((accepted, None)) => Ok((accepted, Body::Plain)),
-            Ok((accepted, Some(opener))) => {
-                match verify_small_body(session, opener, accepted.length, &self.opened).await {
-                    Ok(body) => Ok((accepted, body)),
-                    Err(e) => {
-                        ctx.reply_to = accepted.reply_to();
-                        Err(e)
+        let result =
+            match Self::accept(snap, &self.replay, session.req_header(), peer, &mut ctx.ex.known, &mut ctx.reply_to) {
+                Ok((accepted, None)) => Ok((accepted, Body::Plain)),
+                Ok((accepted, Some(opener))) => {
+                    match verify_small_body(session, opener, accepted.length, &self.opened).await {
+                        Ok(body) => Ok((accepted, body)),
+                        Err(e) => {
+                            ctx.reply_to = accepted.reply_to();
+                            Err(e)
+                        }
                     }
                 }
-            }
-            Err(e) => Err(e),
-        };
+                Err(e) => Err(e),
+            };
         match result {
             Ok((accepted, body)) => {
                 ctx.ex.route(accepted.pool.clone(), accepted.caller.clone(), accepted.local_deadline_ms);

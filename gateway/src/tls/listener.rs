@@ -121,8 +121,6 @@ pub fn listener_settings(shared: &Shared, mutual: bool) -> Result<TlsSettings, S
 
 /// The client certificate identities of `session`'s connection, if it came
 /// over mutual TLS.
-pub fn peer_identity(session: &pingora::proxy::Session) -> Option<Arc<PeerIdentity>> {
-    let digest = session.digest()?;
-    let ssl = digest.ssl_digest.as_ref()?;
-    ssl.extension.get::<PeerIdentity>().map(|p| Arc::new(p.clone()))
+pub fn peer_identity(session: &pingora::proxy::Session) -> Option<&PeerIdentity> {
+    session.digest()?.ssl_digest.as_ref()?.extension.get::<PeerIdentity>()
 }
