@@ -35,6 +35,7 @@ pub mod refusal;
 pub mod replay;
 pub mod sign;
 pub mod signature;
+pub mod trailers;
 
 pub use aead::Algorithm;
 pub use codec::{Codec, CompressOptions};

@@ -35,7 +35,11 @@ impl KeyRing {
             Some(k) => k.body_key(&sig.0)?,
             None => sign_key.body_key(&sig.0)?,
         };
-        Ok(Verified { opener: Opener::new(key, env.codec, env.length, Limits::default()) })
+        // Only responses may end in a trailer record (PROTOCOL.md §6.5).
+        let responds = matches!(env.target, crate::envelope::Target::Response { .. });
+        Ok(Verified {
+            opener: Opener::new(key, env.codec, env.length, Limits::default()).allowing_trailers(responds),
+        })
     }
 
     fn aead_for(&self, env: &Envelope<'_>) -> Result<Option<&AeadKey>> {

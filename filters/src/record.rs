@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! record = flags (1) || length (3, big-endian) || payload (length) || tag (16)
-//! flags  = 0x01 FINAL | 0x02 COMPRESSED        (other bits must be zero)
+//! flags  = 0x01 FINAL | 0x02 COMPRESSED | 0x04 TRAILERS   (other bits must be zero)
 //! nonce  = 00 00 00 00 || seq (8, big-endian)   seq = 0, 1, 2, … per message
 //! AAD    = the 4 header bytes
 //! ```
@@ -16,6 +16,7 @@ use bytes::BytesMut;
 use crate::aead::{BodyKey, TAG_LEN};
 use crate::codec::{self, Codec, CompressOptions};
 use crate::error::{Error, Limit, Result};
+use crate::trailers::Fields;
 
 /// Most plaintext bytes in one record; also the most payload bytes stored.
 pub const RECORD_MAX: usize = 65536;
@@ -27,6 +28,9 @@ pub const RECORD_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 pub const FLAG_FINAL: u8 = 0x01;
 /// Flag bit: the payload is compressed with the message's codec.
 pub const FLAG_COMPRESSED: u8 = 0x02;
+/// Flag bit: the payload is a trailer block ([`crate::trailers`]); only on
+/// the final record, never compressed.
+pub const FLAG_TRAILERS: u8 = 0x04;
 /// Most records in one message (a 256 TiB body); a counter past it is an error.
 pub const MAX_RECORDS: u64 = 1 << 32;
 /// A compressed record may open to at most this many times its size on the
@@ -137,6 +141,29 @@ impl Sealer {
         self.poison_on(r)
     }
 
+    /// Ends the body with a trailer record carrying `block` (an encoded
+    /// [`crate::trailers`] block) as its final record, after writing what is
+    /// buffered as a record of its own. The body length must match the signed
+    /// length, which must not be 0 (a body signed as empty has no records, so
+    /// no room for trailers).
+    pub fn finish_with_trailers(&mut self, block: &[u8], out: &mut BytesMut) -> Result<()> {
+        self.live()?;
+        if self.declared.is_some_and(|n| n != self.total) {
+            return self.poison_on(Err(Error::LengthMismatch));
+        }
+        if self.declared == Some(0) || block.len() > crate::trailers::MAX_BLOCK {
+            return self.poison_on(Err(Error::InvalidState));
+        }
+        self.phase = Phase::Finished;
+        let pending = std::mem::take(&mut self.pending);
+        let mut r = Ok(());
+        if !pending.is_empty() {
+            r = self.emit(&pending, false, out);
+        }
+        let r = r.and_then(|()| self.emit_record(block, FLAG_FINAL | FLAG_TRAILERS, out));
+        self.poison_on(r)
+    }
+
     fn live(&self) -> Result<()> {
         match &self.phase {
             Phase::Sealing => Ok(()),
@@ -186,8 +213,11 @@ impl Sealer {
         loop {
             let take = self.next_piece(plain)?;
             let (piece, rest) = plain.split_at(take);
-            let compressed = take > 0 && !self.scratch.is_empty();
-            self.emit_record(piece, compressed, last && rest.is_empty(), out)?;
+            let mut flags = if last && rest.is_empty() { FLAG_FINAL } else { 0 };
+            if take > 0 && !self.scratch.is_empty() {
+                flags |= FLAG_COMPRESSED;
+            }
+            self.emit_record(piece, flags, out)?;
             plain = rest;
             if plain.is_empty() {
                 return Ok(());
@@ -218,17 +248,13 @@ impl Sealer {
         }
     }
 
-    fn emit_record(&mut self, plain: &[u8], compressed: bool, last: bool, out: &mut BytesMut) -> Result<()> {
+    /// Writes one record with `flags`; a COMPRESSED record's payload is
+    /// the compressed bytes in `scratch`, any other's is `plain`.
+    fn emit_record(&mut self, plain: &[u8], flags: u8, out: &mut BytesMut) -> Result<()> {
         if self.seq >= MAX_RECORDS {
             return Err(Error::RecordLimit);
         }
-        let mut flags = if last { FLAG_FINAL } else { 0 };
-        let payload = if compressed {
-            flags |= FLAG_COMPRESSED;
-            &self.scratch[..]
-        } else {
-            plain
-        };
+        let payload = if flags & FLAG_COMPRESSED != 0 { &self.scratch[..] } else { plain };
         let len = payload.len();
         let hdr = [flags, (len >> 16) as u8, (len >> 8) as u8, len as u8];
         out.reserve(RECORD_OVERHEAD + len);
@@ -264,6 +290,9 @@ pub struct Opener {
     total: u64,
     declared: Option<u64>,
     limits: Limits,
+    /// Whether a trailer record may end the body (responses only).
+    allow_trailers: bool,
+    trailers: Option<Fields>,
 }
 
 impl Opener {
@@ -280,7 +309,20 @@ impl Opener {
             total: 0,
             declared,
             limits,
+            allow_trailers: false,
+            trailers: None,
         }
+    }
+
+    pub(crate) fn allowing_trailers(mut self, allow: bool) -> Self {
+        self.allow_trailers = allow;
+        self
+    }
+
+    /// The trailer fields, once a trailer record was opened (and only then:
+    /// they are authenticated like the body). Takes them out.
+    pub fn take_trailers(&mut self) -> Option<Fields> {
+        self.trailers.take()
     }
 
     pub(crate) fn with_limits(mut self, limits: Limits) -> Self {
@@ -395,7 +437,15 @@ impl Opener {
     fn check_header(&self, hdr: [u8; HEADER_LEN]) -> Result<Expect> {
         let flags = hdr[0];
         let len = (usize::from(hdr[1]) << 16) | (usize::from(hdr[2]) << 8) | usize::from(hdr[3]);
-        if flags & !(FLAG_FINAL | FLAG_COMPRESSED) != 0 {
+        if flags & !(FLAG_FINAL | FLAG_COMPRESSED | FLAG_TRAILERS) != 0 {
+            return Err(Error::CorruptRecord);
+        }
+        if flags & FLAG_TRAILERS != 0
+            && (!self.allow_trailers
+                || flags != FLAG_FINAL | FLAG_TRAILERS
+                || len == 0
+                || len > crate::trailers::MAX_BLOCK)
+        {
             return Err(Error::CorruptRecord);
         }
         if len > RECORD_MAX {
@@ -415,6 +465,15 @@ impl Opener {
 
     fn open_record(&mut self, hdr: [u8; HEADER_LEN], record: &[u8], out: &mut BytesMut) -> Result<()> {
         let (payload, tag) = record.split_at(record.len() - TAG_LEN);
+        if hdr[0] & FLAG_TRAILERS != 0 {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(payload);
+            self.key.open(self.seq, &hdr, &mut self.scratch, tag)?;
+            self.trailers = Some(crate::trailers::decode(&self.scratch)?);
+            self.seq += 1;
+            self.expect = Expect::Done;
+            return Ok(());
+        }
         let remaining = self.limits.max_body.saturating_sub(self.total);
         let start = out.len();
         if hdr[0] & FLAG_COMPRESSED == 0 {

@@ -555,3 +555,92 @@ mod garbage {
         }
     }
 }
+
+/// A response to `request(GCM, none, …, 1)` with a body and trailers.
+fn response_with_trailers(keys: &KeyRing) -> (Envelope<'static>, Signature, Vec<u8>, usize) {
+    let env = Envelope {
+        target: Target::Response { status: 200, request_nonce: Nonce([1; 16]) },
+        content_type: "application/grpc",
+        length: None,
+        deadline_ms: None,
+        ..request(GCM, Codec::None, None, 7)
+    };
+    let (sig, mut sealer) = keys.seal(&env, CompressOptions::default()).unwrap();
+    let mut out = bytes::BytesMut::new();
+    sealer.seal(b"\x00\x00\x00\x00\x05hello", &mut out).unwrap();
+    let data_len = out.len() + 10 + 20; // the data record, once flushed
+    let block = trailers::encode([("grpc-status", "0"), ("grpc-message", "done")]).unwrap();
+    sealer.finish_with_trailers(&block, &mut out).unwrap();
+    (env, sig, out.to_vec(), data_len)
+}
+
+fn open_response(keys: &KeyRing, env: &Envelope<'_>, sig: &Signature, sealed: &[u8]) -> Result<(Vec<u8>, trailers::Fields)> {
+    let mut opener = keys.verify(env, sig)?.opener(Limits::default());
+    let mut out = bytes::BytesMut::new();
+    opener.open(sealed, &mut out)?;
+    opener.finish()?;
+    Ok((out.to_vec(), opener.take_trailers().unwrap_or_default()))
+}
+
+#[test]
+fn trailers_open_only_from_an_intact_trailer_record() {
+    let keys = ring();
+    let (env, sig, sealed, data_len) = response_with_trailers(&keys);
+    let (body, fields) = open_response(&keys, &env, &sig, &sealed).unwrap();
+    assert_eq!(body, b"\x00\x00\x00\x00\x05hello");
+    assert_eq!(fields, vec![("grpc-status".into(), "0".into()), ("grpc-message".into(), "done".into())]);
+    assert_eq!(sealed[data_len], 0x05, "the trailer record is FINAL | TRAILERS");
+    // Every byte of the trailer record is covered.
+    for i in data_len..sealed.len() {
+        let mut bad = sealed.clone();
+        bad[i] ^= 0x01;
+        let err = open_response(&keys, &env, &sig, &bad).unwrap_err();
+        assert!([Error::CorruptRecord, Error::Truncated].contains(&err), "byte {i}: {err:?}");
+    }
+    // Dropped: the data record is not final.
+    assert_eq!(open_response(&keys, &env, &sig, &sealed[..data_len]).unwrap_err(), Error::Truncated);
+    // Moved to another response (another body key).
+    let other = Envelope { nonce: Nonce([8; 16]), ..env };
+    let (other_sig, _) = keys.seal(&other, CompressOptions::default()).unwrap();
+    assert!(open_response(&keys, &other, &other_sig, &sealed).is_err());
+}
+
+#[test]
+fn trailer_records_break_no_rule_unnoticed() {
+    let keys = ring();
+    let block = reference::trailer_block(&[("grpc-status".into(), "0".into())]);
+    let response = Envelope {
+        target: Target::Response { status: 200, request_nonce: Nonce([1; 16]) },
+        length: None,
+        deadline_ms: None,
+        ..request(GCM, Codec::Snappy, None, 9)
+    };
+    let (sig, _) = keys.seal(&response, CompressOptions::default()).unwrap();
+    let key = RecordKey::Aead(&ring::aead::AES_256_GCM, reference::k_body(&AEAD_SECRET, &sig.0));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("good", reference::record(&key, 0, 0x05, &block)),
+        ("not final", [reference::record(&key, 0, 0x04, &block), reference::record(&key, 1, 0x01, b"")].concat()),
+        ("compressed", reference::record(&key, 0, 0x07, &block)),
+        ("empty", reference::record(&key, 0, 0x05, b"")),
+        ("bad block", reference::record(&key, 0, 0x05, b"\x00\x01\x00\x01A\x00\x00")),
+        ("too long", reference::record(&key, 0, 0x05, &vec![0u8; 8193])),
+    ];
+    for (name, rec) in cases {
+        let r = open_response(&keys, &response, &sig, &rec);
+        if name == "good" {
+            assert_eq!(r.unwrap().1, vec![("grpc-status".into(), "0".into())]);
+        } else {
+            assert_eq!(r.unwrap_err(), Error::CorruptRecord, "{name}");
+        }
+    }
+    // A request carries no trailers.
+    let req = request(GCM, Codec::None, None, 10);
+    let (sig, _) = keys.seal(&req, CompressOptions::default()).unwrap();
+    let key = RecordKey::Aead(&ring::aead::AES_256_GCM, reference::k_body(&AEAD_SECRET, &sig.0));
+    let rec = reference::record(&key, 0, 0x05, &block);
+    assert_eq!(open(&keys, &req, &sig, &rec, 0).unwrap_err(), Error::CorruptRecord);
+    // Nor does a body signed as empty: the sealer refuses.
+    let empty = Envelope { length: Some(0), ..response };
+    let (_, mut sealer) = keys.seal(&empty, CompressOptions::default()).unwrap();
+    assert!(sealer.finish_with_trailers(&block, &mut bytes::BytesMut::new()).is_err());
+}

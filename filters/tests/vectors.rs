@@ -38,6 +38,8 @@ fn pattern(len: usize) -> Vec<u8> {
 /// One vector's inputs, as written in the spec.
 struct Input {
     f: BTreeMap<String, String>,
+    /// `trailer <name>: <value>` lines, in order.
+    trailers: Vec<(String, String)>,
 }
 
 impl Input {
@@ -131,7 +133,7 @@ fn parse_vectors() -> Vec<Vector> {
         }
         let mut v = Vector {
             name: String::new(),
-            input: Input { f: BTreeMap::new() },
+            input: Input { f: BTreeMap::new(), trailers: vec![] },
             expect: BTreeMap::new(),
             headers: vec![],
         };
@@ -149,6 +151,10 @@ fn parse_vectors() -> Vec<Vector> {
             let (k, val) = (k.trim().to_string(), val.trim().to_string());
             if let Some(h) = k.strip_prefix("header ") {
                 v.headers.push((h.to_string(), val));
+            } else if let Some(t) = k.strip_prefix("trailer ") {
+                v.input.trailers.push((t.to_string(), val));
+            } else if let Some(c) = k.strip_prefix("carrier ") {
+                v.expect.insert(format!("carrier {c}"), val);
             } else if k == "name" {
                 v.name = val;
             } else if ["canonical", "signature", "sealed", "sealed-sha256"].contains(&k.as_str()) {
@@ -167,12 +173,48 @@ fn sha256_hex(data: &[u8]) -> String {
     filters::hex::encode(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
-fn sealed_by_crate(keys: &KeyRing, env: &Envelope<'_>, body: &[u8]) -> (Signature, Vec<u8>) {
+fn sealed_by_crate(keys: &KeyRing, env: &Envelope<'_>, body: &[u8], trailers: &[(String, String)]) -> (Signature, Vec<u8>) {
     let (sig, mut sealer) = keys.seal(env, CompressOptions::default()).unwrap();
     let mut out = bytes::BytesMut::new();
     sealer.seal(body, &mut out).unwrap();
-    sealer.finish(&mut out).unwrap();
+    if trailers.is_empty() {
+        sealer.finish(&mut out).unwrap();
+    } else {
+        let block = filters::trailers::encode(trailers.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap();
+        sealer.finish_with_trailers(&block, &mut out).unwrap();
+    }
     (sig, out.to_vec())
+}
+
+/// Standard base64 with padding (RFC 4648 §4), for the trailer carrier.
+fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The last record of a sealed body (codec `none`: records are parsed by
+/// their length field).
+fn last_record(sealed: &[u8]) -> &[u8] {
+    let mut at = 0;
+    loop {
+        let len = (usize::from(sealed[at + 1]) << 16) | (usize::from(sealed[at + 2]) << 8) | usize::from(sealed[at + 3]);
+        let end = at + 4 + len + 16;
+        if end == sealed.len() {
+            return &sealed[at..];
+        }
+        at = end;
+    }
 }
 
 /// Seals with the reference implementation: codec `none`, full records every
@@ -188,7 +230,18 @@ fn sealed_by_reference(i: &Input, sig: &[u8], body: &[u8]) -> Vec<u8> {
     for seq in 0..full {
         out.extend(reference::record(&key, seq as u64, 0, &body[seq * RECORD_MAX..(seq + 1) * RECORD_MAX]));
     }
-    out.extend(reference::record(&key, full as u64, 1, &body[full * RECORD_MAX..]));
+    if i.trailers.is_empty() {
+        out.extend(reference::record(&key, full as u64, 1, &body[full * RECORD_MAX..]));
+        return out;
+    }
+    // The rest of the body as a record of its own (if any), then the trailer
+    // record: FINAL | TRAILERS.
+    let mut seq = full as u64;
+    if body.len() > full * RECORD_MAX {
+        out.extend(reference::record(&key, seq, 0, &body[full * RECORD_MAX..]));
+        seq += 1;
+    }
+    out.extend(reference::record(&key, seq, 0x05, &reference::trailer_block(&i.trailers)));
     out
 }
 
@@ -210,8 +263,11 @@ fn spec_vectors_match_the_crate_and_the_reference() {
         let ref_sig = reference::hmac_sha256(&reference::k_sign(&secret(0x40)), &ref_canonical);
         assert_eq!(filters::hex::encode(&ref_sig), v.expect["signature"], "{}: signature (reference)", v.name);
 
-        let (sig, sealed) = sealed_by_crate(&keys, &env, &body);
+        let (sig, sealed) = sealed_by_crate(&keys, &env, &body, &v.input.trailers);
         assert_eq!(filters::hex::encode(&sig.0), v.expect["signature"], "{}: signature (crate)", v.name);
+        if let Some(carrier) = v.expect.get("carrier x-fp-trailer") {
+            assert_eq!(base64(last_record(&sealed)), *carrier, "{}: trailer carrier", v.name);
+        }
         // Headers, in the order the crate writes them.
         let headers = vec![(filters::envelope::HEADER.to_string(), env.header_value(&sig))];
         assert_eq!(headers, v.headers, "{}: headers", v.name);
@@ -262,6 +318,8 @@ fn spec_vectors_match_the_crate_and_the_reference() {
         opener.open(&sealed, &mut plain).unwrap();
         opener.finish().unwrap();
         assert_eq!(&plain[..], &body[..], "{}: opened body", v.name);
+        let opened_trailers = opener.take_trailers().unwrap_or_default();
+        assert_eq!(opened_trailers, v.input.trailers, "{}: opened trailers", v.name);
     }
 }
 
@@ -351,12 +409,41 @@ fn print_vectors() {
         ("length", "11".into()),
         ("body", resp_body),
     ]);
+    // A gRPC response: one length-prefixed message, then the status as trailers.
+    vectors.push(vec![
+        ("name", "response-trailers".into()),
+        ("direction", "response".into()),
+        ("status", "200".into()),
+        ("request-nonce", req_nonce.into()),
+        ("service", "token_service".into()),
+        ("caller", "song_service".into()),
+        ("content-type", "application/grpc".into()),
+        ("codec", "none".into()),
+        ("alg", "aes-256-gcm".into()),
+        ("key", "room-v2".into()),
+        ("sign-key", "sign-v1".into()),
+        ("timestamp", "1764115200042".into()),
+        ("nonce", "f0e1d2c3b4a5968778695a4b3c2d1e0f".into()),
+        ("body", "0000000005" .to_string() + "68656c6c6f"),
+        ("trailer grpc-status", "0".into()),
+        ("trailer grpc-message", "done".into()),
+    ]);
     for fields in vectors {
-        let input =
-            Input { f: fields.iter().filter(|(k, _)| *k != "name").map(|(k, v)| (k.to_string(), v.clone())).collect() };
+        let trailers: Vec<(String, String)> = fields
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("trailer ").map(|t| (t.to_string(), v.clone())))
+            .collect();
+        let input = Input {
+            f: fields
+                .iter()
+                .filter(|(k, _)| *k != "name" && !k.starts_with("trailer "))
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            trailers: trailers.clone(),
+        };
         let env = input.envelope();
         let body = input.body();
-        let (sig, sealed) = sealed_by_crate(&keys, &env, &body);
+        let (sig, sealed) = sealed_by_crate(&keys, &env, &body, &trailers);
         println!("```vector");
         for (k, v) in &fields {
             println!("{k}: {v}");
@@ -368,6 +455,9 @@ fn print_vectors() {
             println!("sealed-sha256: {}", sha256_hex(&sealed));
         } else {
             wrap("sealed", &filters::hex::encode(&sealed));
+        }
+        if !trailers.is_empty() {
+            println!("carrier x-fp-trailer: {}", base64(last_record(&sealed)));
         }
         println!("```\n");
     }

@@ -92,3 +92,16 @@ pub fn record(key: &RecordKey, seq: u64, flags: u8, payload: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// A trailer block (PROTOCOL.md §6.5): u16be count, then each name and value
+/// with a u16be length.
+pub fn trailer_block(fields: &[(String, String)]) -> Vec<u8> {
+    let mut out = (fields.len() as u16).to_be_bytes().to_vec();
+    for (name, value) in fields {
+        out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        out.extend_from_slice(value.as_bytes());
+    }
+    out
+}
