@@ -5,12 +5,14 @@
 #   cmake: Pingora's zlib-ng (libz-ng-sys) is built with it.
 #   curl:  the demo talks to the proxy with it.
 #   etcd-server: the discovery tests run a real etcd (3.4, its JSON gateway).
+#   python3-grpcio: the gRPC tests run a real gRPC server and client (grpcio
+#                   1.51, generic handlers over raw bytes: no protoc, no codegen).
 #   rustfmt, clippy: the lint steps of .ci/run (with --lint).
 #   wrk, nginx: the load and the origin of the benchmarks (with --bench);
 #   python3: the hostile clients of scripts/faults.sh (scripts/attack.py).
 set -euo pipefail
 
-packages=(cmake curl etcd-server)
+packages=(cmake curl etcd-server python3-grpcio)
 # --bench: the load tools of scripts/bench.sh and scripts/faults.sh too.
 for arg in "$@"; do
     [ "$arg" = "--bench" ] && packages+=(wrk nginx python3)

@@ -166,6 +166,26 @@ pub struct Inbound {
     pub tls: Option<tls::ServerTls>,
 }
 
+/// The HTTP version a pool speaks to its backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1, one request at a time per pooled connection.
+    Http1,
+    /// HTTP/2: over TLS with ALPN `h2`, else h2c with prior knowledge;
+    /// requests are multiplexed on shared connections.
+    H2,
+}
+
+impl Protocol {
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2 => "h2",
+        }
+    }
+}
+
 /// One upstream pool's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
@@ -198,6 +218,10 @@ pub struct Upstream {
     pub total_timeout: Option<Duration>,
     /// Backends from a registry instead of (empty) `backends`/`names`.
     pub discovery: Option<registry::DiscoveryRef>,
+    /// The HTTP version spoken to the backends.
+    pub protocol: Protocol,
+    /// Most concurrent streams on one HTTP/2 connection.
+    pub max_h2_streams: usize,
     /// TLS to the backends, when configured.
     pub tls: Option<tls::ClientTls>,
 }

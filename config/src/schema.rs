@@ -445,6 +445,12 @@ pub struct Upstream {
     /// How often backends given by host name are resolved again (default
     /// 10s).
     pub resolve_interval: Option<Duration>,
+    /// `http1` (default) or `h2`: HTTP/2 to the backends, over TLS (ALPN)
+    /// when `tls` is set, else h2c with prior knowledge.
+    pub protocol: Option<String>,
+    /// Most concurrent streams on one HTTP/2 connection to a backend
+    /// (default 100).
+    pub max_h2_streams: Option<usize>,
 }
 
 /// One backend of a pool.

@@ -16,6 +16,7 @@ use super::{
 use crate::check::Check;
 use crate::policy::{CallerPolicy, Methods, PathMatch, RateLimiter, Rule};
 use crate::registry;
+use crate::Protocol;
 
 const MIB: u64 = 1 << 20;
 
@@ -257,7 +258,21 @@ fn upstream(c: &mut Check, path: &str, u: &schema::Upstream) -> Upstream {
     if resolve_interval < Duration::from_millis(100) {
         c.fail(format!("{path}.resolve_interval"), "must be at least 100ms");
     }
+    let protocol = match u.protocol.as_deref() {
+        None | Some("http1") => Protocol::Http1,
+        Some("h2") => Protocol::H2,
+        Some(other) => {
+            c.fail(format!("{path}.protocol"), format!("{other:?} is not http1 or h2"));
+            Protocol::Http1
+        }
+    };
+    let max_h2_streams = u.max_h2_streams.unwrap_or(100);
+    if !(1..=1000).contains(&max_h2_streams) {
+        c.fail(format!("{path}.max_h2_streams"), "must be 1 to 1000");
+    }
     let up = Upstream {
+        protocol,
+        max_h2_streams,
         backends,
         names,
         resolve_interval,

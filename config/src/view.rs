@@ -138,6 +138,8 @@ pub fn render(config: &Config) -> Value {
                     .chain(u.names.iter().map(|(h, p, w)| json!({ "addr": format!("{h}:{p}"), "weight": w, "dns": true })))
                     .collect::<Vec<_>>(),
                 "resolve_interval_ms": ms(u.resolve_interval),
+                "protocol": u.protocol.name(),
+                "max_h2_streams": u.max_h2_streams,
                 "selection": selection,
                 "health_check": health,
                 "retry": { "attempts": u.retry.attempts, "budget_ratio": u.retry.budget_ratio, "budget_min": u.retry.budget_min },

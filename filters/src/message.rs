@@ -37,9 +37,7 @@ impl KeyRing {
         };
         // Only responses may end in a trailer record (PROTOCOL.md §6.5).
         let responds = matches!(env.target, crate::envelope::Target::Response { .. });
-        Ok(Verified {
-            opener: Opener::new(key, env.codec, env.length, Limits::default()).allowing_trailers(responds),
-        })
+        Ok(Verified { opener: Opener::new(key, env.codec, env.length, Limits::default()).allowing_trailers(responds) })
     }
 
     fn aead_for(&self, env: &Envelope<'_>) -> Result<Option<&AeadKey>> {

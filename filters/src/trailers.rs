@@ -33,7 +33,23 @@ pub fn valid_name(name: &[u8]) -> bool {
         && name.iter().all(|&b| {
             b.is_ascii_lowercase()
                 || b.is_ascii_digit()
-                || matches!(b, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
         })
 }
 
@@ -118,10 +134,7 @@ mod tests {
     #[test]
     fn a_block_round_trips() {
         let block = encode([("grpc-status", "0"), ("grpc-message", "")]).unwrap();
-        assert_eq!(
-            block,
-            b"\x00\x02\x00\x0bgrpc-status\x00\x010\x00\x0cgrpc-message\x00\x00".to_vec()
-        );
+        assert_eq!(block, b"\x00\x02\x00\x0bgrpc-status\x00\x010\x00\x0cgrpc-message\x00\x00".to_vec());
         assert_eq!(
             decode(&block).unwrap(),
             vec![("grpc-status".into(), "0".into()), ("grpc-message".into(), String::new())]

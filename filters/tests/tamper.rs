@@ -574,7 +574,12 @@ fn response_with_trailers(keys: &KeyRing) -> (Envelope<'static>, Signature, Vec<
     (env, sig, out.to_vec(), data_len)
 }
 
-fn open_response(keys: &KeyRing, env: &Envelope<'_>, sig: &Signature, sealed: &[u8]) -> Result<(Vec<u8>, trailers::Fields)> {
+fn open_response(
+    keys: &KeyRing,
+    env: &Envelope<'_>,
+    sig: &Signature,
+    sealed: &[u8],
+) -> Result<(Vec<u8>, trailers::Fields)> {
     let mut opener = keys.verify(env, sig)?.opener(Limits::default());
     let mut out = bytes::BytesMut::new();
     opener.open(sealed, &mut out)?;

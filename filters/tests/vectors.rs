@@ -173,7 +173,12 @@ fn sha256_hex(data: &[u8]) -> String {
     filters::hex::encode(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
-fn sealed_by_crate(keys: &KeyRing, env: &Envelope<'_>, body: &[u8], trailers: &[(String, String)]) -> (Signature, Vec<u8>) {
+fn sealed_by_crate(
+    keys: &KeyRing,
+    env: &Envelope<'_>,
+    body: &[u8],
+    trailers: &[(String, String)],
+) -> (Signature, Vec<u8>) {
     let (sig, mut sealer) = keys.seal(env, CompressOptions::default()).unwrap();
     let mut out = bytes::BytesMut::new();
     sealer.seal(body, &mut out).unwrap();
@@ -208,7 +213,8 @@ fn base64(data: &[u8]) -> String {
 fn last_record(sealed: &[u8]) -> &[u8] {
     let mut at = 0;
     loop {
-        let len = (usize::from(sealed[at + 1]) << 16) | (usize::from(sealed[at + 2]) << 8) | usize::from(sealed[at + 3]);
+        let len =
+            (usize::from(sealed[at + 1]) << 16) | (usize::from(sealed[at + 2]) << 8) | usize::from(sealed[at + 3]);
         let end = at + 4 + len + 16;
         if end == sealed.len() {
             return &sealed[at..];
@@ -424,15 +430,13 @@ fn print_vectors() {
         ("sign-key", "sign-v1".into()),
         ("timestamp", "1764115200042".into()),
         ("nonce", "f0e1d2c3b4a5968778695a4b3c2d1e0f".into()),
-        ("body", "0000000005" .to_string() + "68656c6c6f"),
+        ("body", "0000000005".to_string() + "68656c6c6f"),
         ("trailer grpc-status", "0".into()),
         ("trailer grpc-message", "done".into()),
     ]);
     for fields in vectors {
-        let trailers: Vec<(String, String)> = fields
-            .iter()
-            .filter_map(|(k, v)| k.strip_prefix("trailer ").map(|t| (t.to_string(), v.clone())))
-            .collect();
+        let trailers: Vec<(String, String)> =
+            fields.iter().filter_map(|(k, v)| k.strip_prefix("trailer ").map(|t| (t.to_string(), v.clone()))).collect();
         let input = Input {
             f: fields
                 .iter()

@@ -17,6 +17,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use pingora::listeners::ListenerConfig;
@@ -174,7 +175,8 @@ impl Gateway {
             let role =
                 roles::outbound::Outbound::new(shared.clone(), metrics.clone(), nonces.clone(), draining.clone());
             let limits = fitted(out.connections, "outbound");
-            add_role(server, Role::Outbound, role, &out.listen, &|| Ok(None), limits, &metrics)?;
+            let idle = Duration::from_secs(out.idle_timeout_s);
+            add_role(server, Role::Outbound, role, &out.listen, &|| Ok(None), (limits, idle), &metrics)?;
             if out.dangerous_passthrough {
                 log::warn!("outbound.dangerous_passthrough is on: requests leave UNSEALED (benchmarks only)");
             }
@@ -193,7 +195,8 @@ impl Gateway {
             let tls_shared = shared.clone();
             let tls = move || mutual.map(|m| crate::tls::listener_settings(&tls_shared, m)).transpose();
             let limits = fitted(inb.connections, "inbound");
-            add_role(server, Role::Inbound, role, &inb.listen, &tls, limits, &metrics)?;
+            let idle = Duration::from_secs(inb.idle_timeout_s);
+            add_role(server, Role::Inbound, role, &inb.listen, &tls, (limits, idle), &metrics)?;
             if inb.dangerous_passthrough {
                 log::warn!("inbound.dangerous_passthrough is on: requests are NOT verified (benchmarks only)");
             }
@@ -325,21 +328,28 @@ type TlsFor<'a> = &'a dyn Fn() -> Result<Option<pingora::listeners::tls::TlsSett
 
 /// Adds a proxy role as a Pingora service listening on `listen` (each
 /// listener with TLS when `tls` gives settings), behind its connection
-/// limits.
+/// limits. Every listener speaks HTTP/1.1 and HTTP/2: h2c (prior knowledge)
+/// beside HTTP/1.1 on plain TCP, ALPN `h2`/`http/1.1` on TLS. An HTTP/2
+/// connection with no open stream for `h2_idle` is closed.
 fn add_role<R>(
     server: &mut Server,
     name: Role,
     role: R,
     listen: &[std::net::SocketAddr],
     tls: TlsFor<'_>,
-    limits: ConnectionLimits,
+    (limits, h2_idle): (ConnectionLimits, Duration),
     metrics: &Metrics,
 ) -> Result<(), String>
 where
     R: pingora::proxy::ProxyHttp + Send + Sync + 'static,
     R::CTX: Send + Sync,
 {
-    let app = listener::Guarded::new(http_proxy(&server.configuration, role), name, limits, metrics.listener(name));
+    let mut proxy = http_proxy(&server.configuration, role);
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2c = true;
+    options.h2_idle_timeout = Some(h2_idle);
+    proxy.server_options = Some(options);
+    let app = listener::Guarded::new(proxy, name, limits, metrics.listener(name));
     let mut svc = pingora::services::listening::Service::new(format!("fastproxy {}", name.name()), app);
     let mut secure = false;
     for addr in listen {

@@ -86,6 +86,17 @@ pub enum ProxyError {
         /// The code it named (`a-z _` only), or `unknown`.
         code: String,
     },
+    /// The callee's inbound proxy refused the request with a signed
+    /// refusal (PROTOCOL.md §8.1), passed on as an error of this proxy's
+    /// own where the caller cannot take the refusal as it is (a gRPC call).
+    Refused {
+        /// Its status.
+        status: u16,
+        /// Its code (`a-z _`).
+        code: String,
+        /// Its signed retry delay, seconds.
+        retry_after: Option<u64>,
+    },
     /// A bug or resource failure in the proxy itself.
     Internal,
 }
@@ -123,6 +134,7 @@ impl ProxyError {
             ProxyError::RequestTimeout => 408,
             ProxyError::DeadlineExceeded | ProxyError::UpstreamTimeout => 504,
             ProxyError::NoHealthyUpstream | ProxyError::PoolOverloaded | ProxyError::TooManyConnections => 503,
+            ProxyError::Refused { status, .. } => *status,
             ProxyError::Internal => 500,
         }
     }
@@ -150,7 +162,7 @@ impl ProxyError {
     /// a second attempt would only repeat (an unverified refusal). Such a
     /// failure is never retried, nor held against a backend.
     pub fn is_final(&self) -> bool {
-        self.is_downstream() || matches!(self, ProxyError::UnverifiedRefusal { .. })
+        self.is_downstream() || matches!(self, ProxyError::UnverifiedRefusal { .. } | ProxyError::Refused { .. })
     }
 
     /// Stable machine-readable code.
@@ -179,6 +191,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UnsealedResponse => "unsealed_response",
             ProxyError::UnverifiedRefusal { .. } => "unverified_refusal",
+            ProxyError::Refused { .. } => "refused",
             ProxyError::Internal => "internal",
         }
     }
@@ -214,6 +227,9 @@ impl ProxyError {
             ProxyError::UnverifiedRefusal { status, code } => Cow::Owned(format!(
                 "the callee's inbound proxy refused the request without signing its answer (it said {status} {code}): it could not verify the request, or the answer was forged on the way"
             )),
+            ProxyError::Refused { status, code, .. } => {
+                Cow::Owned(format!("the callee's inbound proxy refused the request: {status} {code}"))
+            }
             ProxyError::Internal => Cow::Borrowed("internal error"),
         }
     }
@@ -238,9 +254,10 @@ impl ProxyError {
     }
 
     /// Seconds the client should wait before trying again, when that is known.
-    fn retry_after(&self) -> Option<u64> {
+    pub fn retry_after(&self) -> Option<u64> {
         match self {
             ProxyError::Denied(Denial::RateLimited(secs)) => Some(*secs),
+            ProxyError::Refused { retry_after, .. } => *retry_after,
             ProxyError::TooManyConnections => Some(1),
             _ => None,
         }
@@ -268,9 +285,30 @@ impl ProxyError {
     }
 }
 
+/// How long a gRPC error answer waits for the rest of the request.
+const GRPC_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Writes `err` as the whole response. Closes the connection when the request
 /// body may be unread (so no leftover bytes are taken for the next request).
 pub async fn respond(session: &mut Session, role: Role, err: &ProxyError) -> pingora::Result<()> {
+    if crate::grpc::is_grpc(&session.req_header().headers) {
+        // A gRPC caller reads its status from `grpc-status`: a trailers-only
+        // answer, the connection kept (on HTTP/2 only this stream ends).
+        let header = crate::grpc::error_response(err, role.name())?;
+        if !session.is_body_done() && !session.is_http2() {
+            session.set_keepalive(None);
+        }
+        // As one task ending the stream: HEADERS with END_STREAM on HTTP/2
+        // (`write_response_header` would leave the stream open).
+        session.write_response_tasks(vec![pingora::protocols::http::HttpTask::Header(Box::new(header), true)]).await?;
+        // Read what is left of the request (for at most a second): an HTTP/2
+        // stream dropped while the client is still sending is reset
+        // (CANCEL), and gRPC clients report the reset, not the status.
+        if session.is_http2() && !session.is_body_done() {
+            let _ = tokio::time::timeout(GRPC_DRAIN, session.drain_request_body()).await;
+        }
+        return Ok(());
+    }
     let body = err.body();
     let header = err.response_header(role, body.len())?;
     write(session, header, body).await

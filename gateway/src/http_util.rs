@@ -36,6 +36,29 @@ pub fn split_target(path: &str) -> Result<(&str, &str), ProxyError> {
     Ok((service, below))
 }
 
+/// The host the request names (its `:authority`, or `Host` over HTTP/1),
+/// without a port: how a gRPC call names its callee.
+pub fn authority_host(req: &pingora::http::RequestHeader) -> Option<&str> {
+    let authority = match req.uri.authority() {
+        Some(a) => a.as_str(),
+        None => header_str(&req.headers, "host")?,
+    };
+    // Service names have no `:`; an IPv6 literal names no service anyway.
+    let host = authority.split(':').next().unwrap_or("");
+    (!host.is_empty()).then_some(host)
+}
+
+/// Moves an HTTP/2 request's `:authority` into `Host` before its target is
+/// rewritten to a path: the next hop needs an authority, over HTTP/1.1 or
+/// HTTP/2.
+pub fn keep_authority(up: &mut pingora::http::RequestHeader) -> Result<(), ProxyError> {
+    if up.headers.contains_key(::http::header::HOST) {
+        return Ok(());
+    }
+    let Some(authority) = up.uri.authority().map(|a| a.as_str().to_owned()) else { return Ok(()) };
+    up.insert_header(::http::header::HOST, authority).map_err(|_| ProxyError::Internal)
+}
+
 /// The request target for the callee: `uri`'s path below the `/<service>`
 /// segment (`/` when nothing is left), with its query string unchanged. An
 /// empty query (`?` alone) signs like no query (PROTOCOL.md §4), so the callee
@@ -131,6 +154,15 @@ pub fn set_framing(m: &mut impl MessageHeaders, length: Option<u64>) -> Result<(
         None => m.set("transfer-encoding", "chunked".to_owned()),
     }
     .map_err(|_| ProxyError::Internal)
+}
+
+/// An upstream request over HTTP/2 frames its body itself: a
+/// `transfer-encoding` the framing step added (for HTTP/1.1) goes, as
+/// HTTP/2 forbids it.
+pub fn fit_framing_to_version(up: &mut pingora::http::RequestHeader) {
+    if up.version == ::http::Version::HTTP_2 {
+        up.remove_header(&::http::header::TRANSFER_ENCODING);
+    }
 }
 
 /// Frames a sealed body of `length` bytes (chunked when unknown) and types it

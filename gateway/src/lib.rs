@@ -16,6 +16,7 @@ pub mod certs;
 pub mod discovery;
 pub mod error;
 pub mod fd_limit;
+pub mod grpc;
 pub mod http_util;
 pub mod lifecycle;
 pub mod listener;

@@ -7,6 +7,7 @@ mod bombs;
 mod connection_limits;
 mod discovery;
 mod embedded;
+mod grpc;
 mod independent_sender;
 mod operations;
 mod policy_and_errors;

@@ -29,6 +29,14 @@ const HEAD: u8 = 0;
 const PAST_HEAD: u8 = 1;
 /// Between requests: the clock starts at the next byte.
 const BETWEEN: u8 = 2;
+/// An HTTP/2 connection (its preface was read): no clock. Its streams are
+/// multiplexed, so there is no one request head to time; Pingora closes an
+/// HTTP/2 connection that has no open stream for the role's idle timeout,
+/// and h2 bounds header blocks and concurrent streams.
+const H2: u8 = 3;
+
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A client stream whose request heads are timed.
 pub struct HeadClock {
@@ -42,9 +50,11 @@ pub struct HeadClock {
 impl HeadClock {
     /// Wraps `inner`, whose first head must be in by `first`.
     pub fn new(inner: Stream, limit: Duration, first: Instant, timeouts: IntCounter) -> Self {
+        // HTTP/2 chosen by ALPN on a TLS connection: no heads to time.
+        let h2 = matches!(inner.selected_alpn_proto(), Some(pingora::protocols::ALPN::H2));
         HeadClock {
             inner,
-            phase: AtomicU8::new(HEAD),
+            phase: AtomicU8::new(if h2 { H2 } else { HEAD }),
             limit,
             deadline: Box::pin(tokio::time::sleep_until(first)),
             timeouts,
@@ -188,10 +198,34 @@ impl GetSocketDigest for HeadClock {
     }
 }
 
+/// Pingora peeks at a new connection's first bytes for the HTTP/2 preface
+/// (h2c). The peek waits for as many bytes as the preface has, so it runs on
+/// the head clock too: a client trickling a short head would otherwise hold
+/// the connection past `header_timeout`. Once the preface is seen, the clock
+/// stops for good ([`H2`]).
 #[async_trait]
 impl Peek for HeadClock {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        self.inner.try_peek(buf).await
+        if self.phase.load(Ordering::Relaxed) != HEAD {
+            return self.inner.try_peek(buf).await;
+        }
+        let deadline = self.deadline.deadline();
+        match tokio::time::timeout_at(deadline, self.inner.try_peek(buf)).await {
+            Ok(peeked) => {
+                if matches!(peeked, Ok(true)) && buf.starts_with(H2_PREFACE) {
+                    self.phase.store(H2, Ordering::Relaxed);
+                }
+                peeked
+            }
+            Err(_) => {
+                self.timeouts.inc();
+                log::info!(target: "fastproxy::access", "request head not received within {:?}: connection closed", self.limit);
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "request head not received within header_timeout",
+                ))
+            }
+        }
     }
 }
 

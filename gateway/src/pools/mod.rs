@@ -307,10 +307,17 @@ impl Pool {
     }
 
     /// A peer for `addr` with this pool's timeouts; the read timeout is capped
-    /// at `remaining` (what is left of the request's deadline).
-    pub fn peer(&self, addr: SocketAddr, remaining: Option<Duration>) -> HttpPeer {
+    /// at `remaining` (what is left of the request's deadline). It speaks
+    /// HTTP/2 when the pool does or `h2` asks for it (a request that needs
+    /// trailers), else HTTP/1.1.
+    pub fn peer(&self, addr: SocketAddr, remaining: Option<Duration>, h2: bool) -> HttpPeer {
         let mut peer = HttpPeer::new(addr, false, String::new());
         let s = &self.settings;
+        if h2 || s.protocol == crate::config::Protocol::H2 {
+            // HTTP/2 only: ALPN h2 over TLS, h2c prior knowledge in the clear.
+            peer.options.set_http_version(2, 2);
+            peer.options.max_h2_streams = s.max_h2_streams;
+        }
         let read = remaining.map_or(s.read_timeout, |cap| cap.min(s.read_timeout));
         peer.options.connection_timeout = Some(s.connect_timeout.min(read));
         peer.options.read_timeout = Some(read);

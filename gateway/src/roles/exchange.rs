@@ -36,6 +36,9 @@ pub struct Exchange {
     pub attempts: Attempts,
     /// The error a hook decided, answered by `fail_to_proxy`.
     pub error: Option<ProxyError>,
+    /// A gRPC call: its hops speak HTTP/2, whatever the pool's protocol,
+    /// since only HTTP/2 carries its trailers across Pingora.
+    pub grpc: bool,
     route: Option<Route>,
 }
 
@@ -46,6 +49,7 @@ impl Default for Exchange {
             known: Known::default(),
             attempts: Attempts::default(),
             error: None,
+            grpc: false,
             route: None,
         }
     }
@@ -73,7 +77,7 @@ impl Exchange {
         let Some(route) = &self.route else { return Err(self.fail(ProxyError::Internal)) };
         let key = super::hash_key(&route.pool, &session.req_header().headers, &route.caller);
         let (pool, deadline) = (route.pool.clone(), route.deadline_ms);
-        self.attempts.next_peer(&pool, &key, deadline).map_err(|e| self.fail(e))
+        self.attempts.next_peer(&pool, &key, deadline, self.grpc).map_err(|e| self.fail(e))
     }
 
     /// An attempt could not connect (`fail_to_connect`).

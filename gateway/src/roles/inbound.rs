@@ -26,6 +26,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, Result};
 
 use super::refuse::{self, ReplyTo};
+use super::trailers;
 use super::{hex_prefix, Exchange, WIRE};
 use crate::config::tls::PeerIdentity;
 use crate::config::Name;
@@ -120,6 +121,11 @@ impl Accepted {
     /// True when the body arrives encrypted.
     pub fn encrypted(&self) -> bool {
         self.aead.is_some()
+    }
+
+    /// True for a gRPC call (by its signed content type).
+    pub fn grpc(&self) -> bool {
+        self.content_type.as_ref().is_some_and(|ct| crate::grpc::is_grpc_type(ct.as_bytes()))
     }
 
     /// Whom a signed refusal of this request answers (`None` in passthrough).
@@ -236,6 +242,7 @@ impl ProxyHttp for Inbound {
         match result {
             Ok((accepted, body)) => {
                 ctx.ex.route(accepted.pool.clone(), accepted.caller.clone(), accepted.local_deadline_ms);
+                ctx.ex.grpc = accepted.grpc();
                 ctx.accepted = Some(accepted);
                 ctx.body = body;
                 Ok(false)
@@ -278,7 +285,9 @@ impl ProxyHttp for Inbound {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        restore_request(session, up, ctx).map_err(|e| ctx.ex.fail(e))
+        restore_request(session, up, ctx).map_err(|e| ctx.ex.fail(e))?;
+        h::fit_framing_to_version(up);
+        Ok(())
     }
 
     async fn request_body_filter(
@@ -365,6 +374,38 @@ impl ProxyHttp for Inbound {
             log::debug!(target: WIRE, "sealed response body: {} bytes: {}", out.len(), hex_prefix(&out));
         }
         *body = Some(out.freeze());
+        Ok(None)
+    }
+
+    /// The callee's trailers end the sealed body as its trailer record
+    /// (PROTOCOL.md §6.5): in the `x-fp-trailer` trailer to an HTTP/2 peer,
+    /// else as the body's last bytes.
+    async fn response_trailer_filter(
+        &self,
+        session: &mut Session,
+        upstream_trailers: &mut ::http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Bytes>> {
+        let Some(mut sealer) = ctx.reply.take() else { return Ok(None) };
+        let sealed = trailers::seal(&mut sealer, upstream_trailers);
+        upstream_trailers.clear();
+        let sealed = match sealed {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                // The peer sees the body end without its final record.
+                log::warn!(target: "fastproxy::inbound", "aborting response: trailers not sealed: {e}");
+                session.as_mut().shutdown().await;
+                return Err(ctx.ex.fail(ProxyError::UpstreamFailed));
+            }
+        };
+        if log::log_enabled!(target: WIRE, log::Level::Debug) {
+            log::debug!(target: WIRE, "sealed trailer record: {} bytes: {}", sealed.len(), hex_prefix(&sealed));
+        }
+        if !session.is_http2() {
+            return Ok(Some(sealed));
+        }
+        let value = trailers::carrier_value(&sealed).ok_or_else(|| ctx.ex.fail(ProxyError::Internal))?;
+        upstream_trailers.insert(trailers::CARRIER, value);
         Ok(None)
     }
 
@@ -534,7 +575,10 @@ impl Inbound {
         let status = resp.status.as_u16();
         let method = &session.req_header().method;
         let bodyless = h::bodyless_response(method, status);
-        let length = h::content_length(&resp.headers);
+        // A gRPC response with its status in the header section is
+        // trailers-only: it ended with its headers, it has no body.
+        let trailers_only = resp.version == ::http::Version::HTTP_2 && resp.headers.contains_key("grpc-status");
+        let length = if trailers_only { Some(0) } else { h::content_length(&resp.headers) };
         // A type that is not text is dropped, as it always was.
         let value = resp.headers.get(::http::header::CONTENT_TYPE).filter(|v| v.to_str().is_ok());
         let content_type = h::sealable_content_type(value).map_err(|_| ProxyError::UpstreamFailed)?.unwrap_or_default();
@@ -583,9 +627,11 @@ impl Inbound {
                 resp.insert_header("content-type", h::SEALED_CONTENT_TYPE).map_err(|_| ProxyError::Internal)?;
             }
         }
-        // Unknown length: a streaming response (events, long poll) — every
-        // chunk goes out as its own record at once.
-        ctx.flush_records = length.is_none();
+        // Unknown length: a streaming response (events, long poll, gRPC) —
+        // every chunk goes out as its own record at once. So does every
+        // HTTP/2 response, which may end in trailers: nothing is held back
+        // when the trailer record is written.
+        ctx.flush_records = length.is_none() || resp.version == ::http::Version::HTTP_2;
         ctx.reply = (!bodyless).then_some(sealer);
         Ok(())
     }
@@ -595,6 +641,7 @@ impl Inbound {
 /// service, original content type and length, the verified caller identity.
 fn restore_request(session: &Session, up: &mut RequestHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
     let acc = ctx.accepted.as_ref().ok_or(ProxyError::Internal)?;
+    h::keep_authority(up)?;
     up.set_uri(h::below_service(&up.uri, &acc.service)?);
     h::strip_fp_headers(up);
     h::strip_hop_by_hop(up);
@@ -606,6 +653,16 @@ fn restore_request(session: &Session, up: &mut RequestHeader, ctx: &mut Ctx) -> 
     let mut r = up.insert_header(h::FORWARDED_CALLER, &*acc.caller);
     if let Some(d) = acc.deadline_ms {
         r = r.and(up.insert_header(h::FORWARDED_DEADLINE, d.to_string()));
+    }
+    if crate::grpc::wants_trailers(&session.req_header().headers) {
+        r = r.and(up.insert_header(::http::header::TE, "trailers"));
+    }
+    // A gRPC callee learns the deadline from `grpc-timeout`: what is left of
+    // the signed one, never the unsigned header the sender may have added.
+    up.remove_header(crate::grpc::TIMEOUT);
+    if let (true, Some(d)) = (acc.grpc(), acc.deadline_ms) {
+        let left = d.saturating_sub(now_ms()).max(1);
+        r = r.and(up.insert_header(crate::grpc::TIMEOUT, crate::grpc::format_timeout(left)));
     }
     if let Some(ct) = &acc.content_type {
         r = r.and(up.insert_header(::http::header::CONTENT_TYPE, ct.clone()));

@@ -5,6 +5,7 @@ mod exchange;
 pub mod inbound;
 pub mod outbound;
 pub mod refuse;
+pub mod trailers;
 
 pub use exchange::Exchange;
 
@@ -65,13 +66,15 @@ pub struct Attempts {
 }
 
 impl Attempts {
-    /// Picks a backend for the next attempt and builds its peer; the read
-    /// timeout is capped at what remains of the deadline.
+    /// Picks a backend for the next attempt and builds its peer (HTTP/2 when
+    /// `h2`, else as the pool says); the read timeout is capped at what
+    /// remains of the deadline.
     pub fn next_peer(
         &mut self,
         pool: &Arc<Pool>,
         key: &[u8],
         deadline_ms: Option<u64>,
+        h2: bool,
     ) -> Result<Box<HttpPeer>, ProxyError> {
         let remaining = remaining(deadline_ms)?;
         if self.pool.is_none() {
@@ -82,7 +85,7 @@ impl Attempts {
         let addr = pool.select(key, &self.failed).ok_or(ProxyError::NoHealthyUpstream)?;
         self.tries += 1;
         self.current = Some(addr);
-        Ok(Box::new(pool.peer(addr, remaining)))
+        Ok(Box::new(pool.peer(addr, remaining, h2)))
     }
 
     /// A connect failure: nothing was sent, so any method may be retried on

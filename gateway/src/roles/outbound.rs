@@ -21,7 +21,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, Result};
 
-use super::{hex_prefix, Exchange, WIRE};
+use super::{hex_prefix, trailers, Exchange, WIRE};
 use crate::config::{Name, Seal};
 use crate::error::{self, ProxyError, Role, ERROR_CODE, ERROR_SOURCE};
 use crate::http_util::{self as h, now_ms};
@@ -71,6 +71,8 @@ pub struct Plan {
     max_response_body: u64,
     /// Forward unsealed (benchmarks only).
     passthrough: bool,
+    /// A gRPC call: routed by its authority, its whole path sent on.
+    grpc: bool,
 }
 
 /// How the response body is handled.
@@ -139,6 +141,7 @@ impl ProxyHttp for Outbound {
         match result {
             Ok((plan, small)) => {
                 ctx.ex.route(plan.pool.clone(), plan.caller.clone(), plan.local_deadline_ms);
+                ctx.ex.grpc = plan.grpc;
                 ctx.plan = Some(plan);
                 ctx.small_body = small;
                 Ok(false)
@@ -184,7 +187,9 @@ impl ProxyHttp for Outbound {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        self.seal_request(session, up, ctx).map_err(|e| ctx.ex.fail(e))
+        self.seal_request(session, up, ctx).map_err(|e| ctx.ex.fail(e))?;
+        h::fit_framing_to_version(up);
+        Ok(())
     }
 
     async fn request_body_filter(
@@ -275,6 +280,49 @@ impl ProxyHttp for Outbound {
         Ok(None)
     }
 
+    /// The response's trailers, from its verified trailer record (PROTOCOL.md
+    /// §6.5), carried in `x-fp-trailer` over HTTP/2. Anything that does not
+    /// verify aborts the response: the app never sees a complete-looking
+    /// answer whose end was not authenticated.
+    async fn response_trailer_filter(
+        &self,
+        session: &mut Session,
+        upstream_trailers: &mut ::http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Bytes>> {
+        let Reply::Open(opener) = &mut ctx.reply else {
+            if !matches!(ctx.reply, Reply::Plain) {
+                upstream_trailers.clear();
+            }
+            return Ok(None);
+        };
+        let mut out = BytesMut::new();
+        let opened = trailers::carried(upstream_trailers).and_then(|record| {
+            if let Some(record) = record {
+                opener.open(&record, &mut out)?;
+            }
+            opener.finish()?;
+            // The carrier holds the trailer record, no data.
+            if out.is_empty() {
+                Ok(())
+            } else {
+                Err(filters::Error::CorruptRecord)
+            }
+        });
+        if let Err(e) = opened {
+            upstream_trailers.clear();
+            let e = ProxyError::Response(e);
+            log::warn!(target: "fastproxy::outbound", "aborting response: {}", e.message());
+            session.as_mut().shutdown().await;
+            return Err(ctx.ex.fail(e));
+        }
+        match opener.take_trailers() {
+            Some(fields) => trailers::restore(upstream_trailers, fields),
+            None => upstream_trailers.clear(),
+        }
+        Ok(None)
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let err = ctx.ex.classify(e);
         super::fail_to_proxy(session, Role::Outbound, err).await
@@ -305,7 +353,11 @@ pub fn plan(
         return Err(ProxyError::HeadersTooLarge);
     }
     let path = req.uri.path();
-    let (service, _) = h::split_target(path)?;
+    // A gRPC call's path is its method (`/package.Service/Method`): the
+    // callee is named by the authority the client dialled.
+    let grpc = crate::grpc::is_grpc(&req.headers);
+    let service =
+        if grpc { h::authority_host(req).ok_or(ProxyError::UnknownService)? } else { h::split_target(path)?.0 };
     h::check_path(path)?;
     let (service, route) = out.routes.get_key_value(service).ok_or(ProxyError::UnknownService)?;
     known.service = Some(service.clone());
@@ -317,12 +369,17 @@ pub fn plan(
     let (caller, seal) = out.callers.get_key_value(asked).ok_or(ProxyError::UnknownCaller)?;
     let (caller, seal) = (caller.clone(), seal.clone());
     known.caller = Some(caller.clone());
-    let deadline_ms = match h::header_str(&req.headers, &out.timeout_header) {
-        Some(t) => {
+    let grpc_timeout = grpc.then(|| h::header_str(&req.headers, crate::grpc::TIMEOUT)).flatten();
+    let deadline_ms = match (h::header_str(&req.headers, &out.timeout_header), grpc_timeout) {
+        (Some(t), _) => {
             let ms: u64 = t.trim().parse().map_err(|_| ProxyError::BadRequest("invalid timeout header"))?;
             Some(now_ms().saturating_add(ms))
         }
-        None => route.timeout.map(|d| now_ms().saturating_add(d.as_millis() as u64)),
+        (None, Some(t)) => {
+            let ms = crate::grpc::parse_timeout_ms(t).ok_or(ProxyError::BadRequest("invalid grpc-timeout"))?;
+            Some(now_ms().saturating_add(ms))
+        }
+        (None, None) => route.timeout.map(|d| now_ms().saturating_add(d.as_millis() as u64)),
     };
     let length = if body_empty { Some(0) } else { h::content_length(&req.headers) };
     if length.is_some_and(|n| n > out.max_body) {
@@ -344,6 +401,7 @@ pub fn plan(
         max_body: out.max_body,
         max_response_body: out.max_response_body,
         passthrough: out.dangerous_passthrough,
+        grpc,
         snap: snap.clone(),
     })
 }
@@ -388,13 +446,24 @@ impl Outbound {
         }
         h::strip_fp_headers(up);
         h::strip_hop_by_hop(up);
+        let req = session.req_header();
+        if crate::grpc::wants_trailers(&req.headers) {
+            up.insert_header(::http::header::TE, "trailers").map_err(|_| ProxyError::Internal)?;
+        }
+        if plan.grpc {
+            // Sent on as `/<callee>/<package.Service>/<Method>`; the deadline
+            // travels signed (`d`), the inbound proxy tells the callee.
+            h::keep_authority(up)?;
+            let target = format!("/{}{}", plan.service, req.uri.path_and_query().map_or("/", |pq| pq.as_str()));
+            up.set_uri(target.parse().map_err(|_| ProxyError::BadRequest("invalid request target"))?);
+            up.remove_header(crate::grpc::TIMEOUT);
+        }
         if plan.passthrough {
             return Ok(());
         }
 
         let nonce = self.nonces.next_nonce();
-        let req = session.req_header();
-        let (_, below) = h::split_target(req.uri.path())?;
+        let below = if plan.grpc { req.uri.path() } else { h::split_target(req.uri.path())?.1 };
         let protection = super::protection(&plan.seal.aead);
         let env = Envelope {
             target: Target::Request { method: req.method.as_str(), path: below, query: req.uri.query().unwrap_or("") },
@@ -475,6 +544,11 @@ impl Outbound {
         let refusal = filters::refusal::parse(env.content_type)
             .map_err(ProxyError::Response)?
             .map(|r| (r.code.to_owned(), r.retry_after));
+        if let (Some((code, retry_after)), true) = (&refusal, plan.grpc) {
+            // A gRPC caller reads a status, not a JSON body: answered by
+            // `fail_to_proxy` as a trailers-only response.
+            return Err(ProxyError::Refused { status, code: code.clone(), retry_after: *retry_after });
+        }
         let content_type = match (env.content_type, &refusal) {
             ("", _) => None,
             (_, Some(_)) => Some(HeaderValue::from_static("application/json")),

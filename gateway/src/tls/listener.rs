@@ -113,6 +113,8 @@ pub fn listener_settings(shared: &Shared, mutual: bool) -> Result<TlsSettings, S
     pingora::tls::install_default_crypto_provider();
     let mut settings = TlsSettings::with_callbacks(Box::new(Identities)).map_err(|e| e.to_string())?;
     settings.set_cert_resolver(Arc::new(ServerCerts(shared.clone())));
+    // ALPN h2 and http/1.1: outbound proxies may multiplex over HTTP/2.
+    settings.enable_h2();
     if mutual {
         settings.set_client_cert_verifier(Arc::new(ClientCerts::new(shared.clone())));
     }

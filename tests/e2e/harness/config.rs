@@ -57,6 +57,8 @@ pub struct Options {
     pub identities: Vec<(String, String)>,
     /// A byte-level tap between the proxies (instead of the HTTP relay).
     pub tap: bool,
+    /// An HTTP/2 relay between the proxies (instead of the others).
+    pub h2_relay: bool,
 }
 
 impl Default for Options {
@@ -81,6 +83,7 @@ impl Default for Options {
             inbound_tls: None,
             identities: Vec::new(),
             tap: false,
+            h2_relay: false,
         }
     }
 }
@@ -95,6 +98,7 @@ pub struct Pair {
     pub in_admin: SocketAddr,
     pub relay: Option<Relay>,
     pub tap: Option<super::tap::Tap>,
+    pub h2_relay: Option<super::h2_relay::H2Relay>,
     pub callees: Vec<Upstream>,
     pub callee_addr: SocketAddr,
 }
@@ -121,7 +125,13 @@ impl Pair {
         let in_addr = proxy::addr(in_port);
         let relay = opts.relay.then(|| Relay::start(proxy::listener(), in_addr));
         let tap = opts.tap.then(|| super::tap::Tap::start(proxy::listener(), in_addr));
-        let hop = relay.as_ref().map(|r| r.addr).or(tap.as_ref().map(|t| t.addr)).unwrap_or(in_addr);
+        let h2_relay = opts.h2_relay.then(|| super::h2_relay::H2Relay::start(in_addr));
+        let hop = relay
+            .as_ref()
+            .map(|r| r.addr)
+            .or(tap.as_ref().map(|t| t.addr))
+            .or(h2_relay.as_ref().map(|r| r.addr))
+            .unwrap_or(in_addr);
         let (out_port, out_admin) = (proxy::free_port(), proxy::free_port());
         let out_yaml = outbound_yaml(out_port, out_admin, hop, &opts);
         let outbound = Proxy::start_with(&out_yaml, &[out_port, out_admin], 1, opts.rust_log);
@@ -134,6 +144,7 @@ impl Pair {
             in_admin: proxy::addr(in_admin),
             relay,
             tap,
+            h2_relay,
             callees,
             callee_addr,
         }

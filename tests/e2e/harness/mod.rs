@@ -10,6 +10,9 @@ pub mod load;
 #[cfg(test)]
 pub mod config;
 #[cfg(test)]
+pub mod grpc;
+pub mod h2_relay;
+#[cfg(test)]
 pub mod proxy;
 #[cfg(test)]
 pub mod registry;
