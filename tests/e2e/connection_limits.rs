@@ -156,3 +156,50 @@ fn connections_above_the_cap_get_a_clean_refusal() {
         assert!(metrics.contains(&format!("fastproxy_connections_refused_total{{role=\"{role}\"}} 1")), "{metrics}");
     }
 }
+
+#[test]
+fn http2_connections_are_not_timed_as_heads_but_close_when_idle() {
+    let server = crate::harness::grpc::GrpcServer::start();
+    let pair = Pair::start(Options {
+        header_timeout: "1s",
+        idle_timeout: "2s",
+        dead_callees: Some(vec![server.addr]),
+        ..Options::default()
+    });
+    // A gRPC stream of 40 messages 50 ms apart (2 s) on h2c connections at
+    // both listeners: longer than header_timeout, never cut.
+    let v =
+        crate::harness::grpc::call(pair.out_addr, "token_service", &caller("aes", "none"), "serve", "40", Some(10.0));
+    assert_eq!(v["code"], "OK", "{v}");
+    assert_eq!(v["responses"].as_array().map(Vec::len), Some(40));
+
+    for addr in [pair.out_addr, pair.in_addr] {
+        // The preface and an empty SETTINGS frame, then nothing: closed once
+        // idle_timeout passes with no stream open.
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let t = start.elapsed();
+        assert!(
+            t >= Duration::from_millis(1500) && t < Duration::from_millis(5500),
+            "{addr}: idle h2 closed after {t:?}"
+        );
+
+        // Fewer bytes than the HTTP/2 preface, sent slowly: Pingora waits
+        // for 24 bytes to tell h2c from HTTP/1.1, and that wait is on the
+        // head clock too.
+        let mut short = TcpStream::connect(addr).unwrap();
+        let t =
+            trickle_until_closed(&mut short, b"GET / HTTP/1.1\r\n", Duration::from_millis(150), Duration::from_secs(6))
+                .unwrap_or_else(|| panic!("{addr}: a short head sent slowly was never closed"));
+        assert!(t < Duration::from_millis(2500), "{addr}: closed after {t:?}");
+    }
+}

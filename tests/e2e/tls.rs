@@ -50,8 +50,12 @@ fn pki() -> PathBuf {
 }
 
 fn tls_pair(dir: &Path, client: &str, tap: bool) -> Pair {
+    Pair::start(tls_options(dir, client, tap))
+}
+
+fn tls_options(dir: &Path, client: &str, tap: bool) -> Options {
     let d = dir.display();
-    Pair::start(Options {
+    Options {
         tap,
         inbound_tls: Some(format!("{{ cert: \"{d}/inbound.crt\", key: \"{d}/inbound.key\", client_ca: \"{d}/ca.crt\" }}")),
         identities: vec![
@@ -64,7 +68,7 @@ fn tls_pair(dir: &Path, client: &str, tap: bool) -> Pair {
             "tls: {{ ca: \"{d}/ca.crt\", server_name: {SERVER_NAME}, cert: \"{d}/{client}.crt\", key: \"{d}/{client}.key\" }}, health_check: {{ http: {{ path: /_fastproxy/health/token_service }}, interval: 300ms }}"
         ),
         ..Options::default()
-    })
+    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -240,5 +244,35 @@ fn the_server_certificate_rotates_under_load_without_a_failed_request() {
     let (sent, _, failures) = load.finish();
     eprintln!("rotation under load: {sent} requests, {} failed", failures.len());
     assert!(failures.is_empty(), "{failures:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn http2_runs_between_the_proxies_over_mutual_tls() {
+    let dir = pki();
+    let who = caller("aes", "none");
+    // Plain HTTP over a pool that speaks h2 (ALPN) to the inbound proxy.
+    let mut o = tls_options(&dir, &who, true);
+    o.outbound_pool.push_str(", protocol: h2");
+    let pair = Pair::start(o);
+    let r = send(
+        pair.out_addr,
+        Request::new("POST", "/token_service/h2").header("x-fp-caller", &who).body(Body::Bytes(vec![7; 100_000])),
+    )
+    .expect("answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(pair.callee().last().body_len, 100_000);
+    let link = pair.tap.as_ref().expect("tap").bytes();
+    assert!(contains(&link, b"\x02h2"), "the client hello offers ALPN h2");
+    drop(pair);
+
+    // gRPC over mutual TLS: its trailers arrive only if the hop is HTTP/2.
+    let server = crate::harness::grpc::GrpcServer::start();
+    let mut o = tls_options(&dir, &who, false);
+    o.dead_callees = Some(vec![server.addr]);
+    let pair = Pair::start(o);
+    let v = crate::harness::grpc::call(pair.out_addr, "token_service", &who, "serve", "3", Some(10.0));
+    assert_eq!(v["code"], "OK", "{v}");
+    assert_eq!(v["trailers"]["x-echo-trailer"], "serve", "{v}");
     let _ = std::fs::remove_dir_all(&dir);
 }
