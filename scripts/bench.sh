@@ -11,6 +11,8 @@
 #   fp-chacha       ChaCha20-Poly1305 + HMAC-SHA256, codec none
 #   fp-aes-mtls     fp-aes with mutual TLS between the proxies (certificates from
 #                   `fastproxy certs`, the caller bound to its certificate)
+#   fp-aes-h2       fp-aes with HTTP/2 (h2c) between the proxies instead of the
+#                   HTTP/1.1 keep-alive pool (`protocol: h2`)
 # Loads (wrk, POST): 1 KiB body / 1 KiB response at c=32 and c=256, 16 KiB / 16 KiB at c=32.
 # Per row: req/s, p50, p99, CPU seconds per 10k requests of the proxy processes,
 # their peak RSS, and the ratio to nginx-chain and to fp-passthrough. Then heap
@@ -137,8 +139,8 @@ pki="$work/pki"
 "$work/fastproxy" certs --dir "$pki" --name ca >/dev/null
 "$work/fastproxy" certs --dir "$pki" --name inbound --ca ca --dns bench.inbound >/dev/null
 "$work/fastproxy" certs --dir "$pki" --name bench --ca ca --uri spiffe://bench/bench >/dev/null
-start_pair() { # name out_port in_port admin_base "caller settings" passthrough binary [tls]
-    local name=$1 out=$2 in=$3 admin=$4 seal=$5 pass=$6 bin=${7:-$work/fastproxy} tls=${8:-}
+start_pair() { # name out_port in_port admin_base "caller settings" passthrough binary [tls] [protocol]
+    local name=$1 out=$2 in=$3 admin=$4 seal=$5 pass=$6 bin=${7:-$work/fastproxy} tls=${8:-} proto=${9:-http1}
     local up_tls="" in_tls="" identity=""
     if [ -n "$tls" ]; then
         up_tls=", tls: { ca: \"$pki/ca.crt\", server_name: bench.inbound, cert: \"$pki/bench.crt\", key: \"$pki/bench.key\" }"
@@ -153,7 +155,7 @@ outbound:
   dangerous_passthrough: $pass
   callers: { bench: { $seal } }
   routes: { token_service: { upstream: in } }
-upstreams: { in: { backends: ["127.0.0.1:$in"]$up_tls } }
+upstreams: { in: { backends: ["127.0.0.1:$in"], protocol: $proto$up_tls } }
 Y
     cat > "$work/$name-in.yaml" <<Y
 $KEYS
@@ -177,9 +179,10 @@ start_pair fp-aes 28141 28142 29141 "aead_key: k-aes, sign_key: k-sign, codec: n
 start_pair fp-aes-snappy 28151 28152 29151 "aead_key: k-aes, sign_key: k-sign, codec: snappy" false
 start_pair fp-chacha 28161 28162 29161 "aead_key: k-chacha, sign_key: k-sign, codec: none" false
 start_pair fp-aes-mtls 28181 28182 29181 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy" tls
+start_pair fp-aes-h2 28191 28192 29191 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy" "" h2
 
 wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-for p in 28101 28111 28112 28121 28122 28131 28132 28141 28142 28151 28152 28161 28162 28181 28182; do wait_port $p; done
+for p in 28101 28111 28112 28121 28122 28131 28132 28141 28142 28151 28152 28161 28162 28181 28182 28191 28192; do wait_port $p; done
 
 worker() { pgrep -P "$(cat "$work/nginx-$1/nginx.pid")" | head -n 1; }
 declare -A port procs
@@ -191,7 +194,8 @@ port[fp-aes]=28141;          procs[fp-aes]="$pid_fp_aes_out $pid_fp_aes_in"
 port[fp-aes-snappy]=28151;   procs[fp-aes-snappy]="$pid_fp_aes_snappy_out $pid_fp_aes_snappy_in"
 port[fp-chacha]=28161;       procs[fp-chacha]="$pid_fp_chacha_out $pid_fp_chacha_in"
 port[fp-aes-mtls]=28181;     procs[fp-aes-mtls]="$pid_fp_aes_mtls_out $pid_fp_aes_mtls_in"
-targets="direct nginx-chain pingora-chain fp-passthrough fp-aes fp-aes-snappy fp-chacha fp-aes-mtls"
+port[fp-aes-h2]=28191;       procs[fp-aes-h2]="$pid_fp_aes_h2_out $pid_fp_aes_h2_in"
+targets="direct nginx-chain pingora-chain fp-passthrough fp-aes fp-aes-snappy fp-chacha fp-aes-mtls fp-aes-h2"
 loads="1k:32 1k:256 16k:32"
 
 # Sanity: every target answers the benchmark request with 200.
@@ -231,11 +235,11 @@ for round in $(seq 1 "$rounds"); do
 done
 
 # ---- allocations per request (alloc-count builds, 1 KiB POST, c=32) -------------
-start_plain ppa1 127.0.0.1:28181 127.0.0.1:28182 "$work/plain_proxy-alloc"
-start_plain ppa2 127.0.0.1:28182 127.0.0.1:28101 "$work/plain_proxy-alloc"
+start_plain ppa1 127.0.0.1:28185 127.0.0.1:28186 "$work/plain_proxy-alloc"
+start_plain ppa2 127.0.0.1:28186 127.0.0.1:28101 "$work/plain_proxy-alloc"
 start_pair fpa-pass 28171 28172 29171 "sign_key: k-sign" true "$work/fastproxy-alloc"
 start_pair fpa-aes 28173 28174 29173 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy-alloc"
-for p in 28181 28182 28171 28172 28173 28174; do wait_port $p; done
+for p in 28185 28186 28171 28172 28173 28174; do wait_port $p; done
 scrape() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^fastproxy_heap_allocations_total/ {print $2}'; }
 allocs_per_request() { # port, then "file:PATH" or "admin:PORT" per proxy process
     local port=$1; shift
@@ -258,7 +262,7 @@ allocs_per_request() { # port, then "file:PATH" or "admin:PORT" per proxy proces
     done
     echo "${res% / }"
 }
-alloc_plain=$(allocs_per_request 28181 "file:$work/ppa1.allocs" "file:$work/ppa2.allocs")
+alloc_plain=$(allocs_per_request 28185 "file:$work/ppa1.allocs" "file:$work/ppa2.allocs")
 alloc_pass=$(allocs_per_request 28171 admin:29171 admin:29172)
 alloc_aes=$(allocs_per_request 28173 admin:29173 admin:29174)
 
