@@ -11,26 +11,30 @@
 #   fp-chacha       ChaCha20-Poly1305 + HMAC-SHA256, codec none
 #   fp-aes-mtls     fp-aes with mutual TLS between the proxies (certificates from
 #                   `fastproxy certs`, the caller bound to its certificate)
-#   fp-aes-h2       fp-aes with HTTP/2 (h2c) between the proxies instead of the
-#                   HTTP/1.1 keep-alive pool (`protocol: h2`)
+#   fp-aes-h1       fp-aes with the HTTP/1.1 keep-alive pool between the proxies
+#                   (`protocol: http1`) instead of the default HTTP/2 (h2c)
 # Loads (wrk, POST): 1 KiB body / 1 KiB response at c=32 and c=256, 16 KiB / 16 KiB at c=32.
 # Per row: req/s, p50, p99, CPU seconds per 10k requests of the proxy processes,
 # their peak RSS, and the ratio to nginx-chain and to fp-passthrough. Then heap
 # allocations per request in each fastproxy role (alloc-count build).
 # Writes the results into docs/BENCHMARKS.md (between the bench markers).
 #
-# Usage: scripts/bench.sh [-d SECONDS_PER_RUN] [-r ROUNDS] [-t THREADS_PER_PROXY]
+# Usage: scripts/bench.sh [-d SECONDS_PER_RUN] [-r ROUNDS] [-t THREADS_PER_PROXY] [-T "TARGET ..."] [-L "LOAD ..."]
+# -T and -L run a subset (an A/B of a few targets, e.g. -T "fp-aes fp-aes-h1" -L "16k:32");
+# the table is then printed only, not written into docs/BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rel="${CARGO_TARGET_DIR:-target}/release"
 
-dur=5 rounds=3 threads=1
-while getopts "d:r:t:" opt; do
+dur=5 rounds=3 threads=1 only_targets="" only_loads=""
+while getopts "d:r:t:T:L:" opt; do
     case $opt in
         d) dur=$OPTARG ;;
         r) rounds=$OPTARG ;;
         t) threads=$OPTARG ;;
-        *) echo "usage: $0 [-d SECONDS] [-r ROUNDS] [-t THREADS]" >&2; exit 2 ;;
+        T) only_targets=$OPTARG ;;
+        L) only_loads=$OPTARG ;;
+        *) echo "usage: $0 [-d SECONDS] [-r ROUNDS] [-t THREADS] [-T TARGETS] [-L LOADS]" >&2; exit 2 ;;
     esac
 done
 
@@ -140,7 +144,7 @@ pki="$work/pki"
 "$work/fastproxy" certs --dir "$pki" --name inbound --ca ca --dns bench.inbound >/dev/null
 "$work/fastproxy" certs --dir "$pki" --name bench --ca ca --uri spiffe://bench/bench >/dev/null
 start_pair() { # name out_port in_port admin_base "caller settings" passthrough binary [tls] [protocol]
-    local name=$1 out=$2 in=$3 admin=$4 seal=$5 pass=$6 bin=${7:-$work/fastproxy} tls=${8:-} proto=${9:-http1}
+    local name=$1 out=$2 in=$3 admin=$4 seal=$5 pass=$6 bin=${7:-$work/fastproxy} tls=${8:-} proto=${9:-}
     local up_tls="" in_tls="" identity=""
     if [ -n "$tls" ]; then
         up_tls=", tls: { ca: \"$pki/ca.crt\", server_name: bench.inbound, cert: \"$pki/bench.crt\", key: \"$pki/bench.key\" }"
@@ -155,7 +159,7 @@ outbound:
   dangerous_passthrough: $pass
   callers: { bench: { $seal } }
   routes: { token_service: { upstream: in } }
-upstreams: { in: { backends: ["127.0.0.1:$in"], protocol: $proto$up_tls } }
+upstreams: { in: { backends: ["127.0.0.1:$in"]${proto:+, protocol: $proto}$up_tls } }
 Y
     cat > "$work/$name-in.yaml" <<Y
 $KEYS
@@ -179,7 +183,7 @@ start_pair fp-aes 28141 28142 29141 "aead_key: k-aes, sign_key: k-sign, codec: n
 start_pair fp-aes-snappy 28151 28152 29151 "aead_key: k-aes, sign_key: k-sign, codec: snappy" false
 start_pair fp-chacha 28161 28162 29161 "aead_key: k-chacha, sign_key: k-sign, codec: none" false
 start_pair fp-aes-mtls 28181 28182 29181 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy" tls
-start_pair fp-aes-h2 28191 28192 29191 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy" "" h2
+start_pair fp-aes-h1 28191 28192 29191 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy" "" http1
 
 wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 for p in 28101 28111 28112 28121 28122 28131 28132 28141 28142 28151 28152 28161 28162 28181 28182 28191 28192; do wait_port $p; done
@@ -194,9 +198,11 @@ port[fp-aes]=28141;          procs[fp-aes]="$pid_fp_aes_out $pid_fp_aes_in"
 port[fp-aes-snappy]=28151;   procs[fp-aes-snappy]="$pid_fp_aes_snappy_out $pid_fp_aes_snappy_in"
 port[fp-chacha]=28161;       procs[fp-chacha]="$pid_fp_chacha_out $pid_fp_chacha_in"
 port[fp-aes-mtls]=28181;     procs[fp-aes-mtls]="$pid_fp_aes_mtls_out $pid_fp_aes_mtls_in"
-port[fp-aes-h2]=28191;       procs[fp-aes-h2]="$pid_fp_aes_h2_out $pid_fp_aes_h2_in"
-targets="direct nginx-chain pingora-chain fp-passthrough fp-aes fp-aes-snappy fp-chacha fp-aes-mtls fp-aes-h2"
+port[fp-aes-h1]=28191;       procs[fp-aes-h1]="$pid_fp_aes_h1_out $pid_fp_aes_h1_in"
+targets="direct nginx-chain pingora-chain fp-passthrough fp-aes fp-aes-snappy fp-chacha fp-aes-mtls fp-aes-h1"
 loads="1k:32 1k:256 16k:32"
+[ -n "$only_targets" ] && targets=$only_targets
+[ -n "$only_loads" ] && loads=$only_loads
 
 # Sanity: every target answers the benchmark request with 200.
 for t in $targets; do
@@ -286,8 +292,8 @@ serving that load (VmHWM reset before each run; the highest over the rounds)."
             rps=$(med 4); p50=$(med 5); p99=$(med 6); cpu=$(med 7)
             base_n=$(awk -F'\t' -v l="$load" '$2==l && $3=="nginx-chain" {print $4}' "$results" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
             base_p=$(awk -F'\t' -v l="$load" '$2==l && $3=="fp-passthrough" {print $4}' "$results" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-            rn=$(awk -v a="$rps" -v b="$base_n" 'BEGIN { printf "%.2f", a / b }')
-            rp=$(awk -v a="$rps" -v b="$base_p" 'BEGIN { printf "%.2f", a / b }')
+            rn=$(awk -v a="$rps" -v b="$base_n" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else printf "-" }')
+            rp=$(awk -v a="$rps" -v b="$base_p" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else printf "-" }')
             # Per process, the highest peak over the rounds of this load.
             peak=$(awk -F'\t' -v l="$load" -v t="$t" '$2==l && $3==t { n = split($9, v, "+"); for (i = 1; i <= n; i++) if (v[i] + 0 > m[i]) m[i] = v[i] + 0; k = n }
                 END { s = ""; for (i = 1; i <= k; i++) s = s (i > 1 ? "+" : "") m[i]; print s }' "$results")
@@ -304,7 +310,7 @@ serving that load (VmHWM reset before each run; the highest over the rounds)."
 cat "$table"
 
 doc=docs/BENCHMARKS.md
-if grep -q '<!-- bench:start -->' "$doc"; then
+if [ -z "$only_targets$only_loads" ] && grep -q '<!-- bench:start -->' "$doc"; then
     awk -v f="$table" '
         /<!-- bench:start -->/ { print; while ((getline line < f) > 0) print line; skip=1; next }
         /<!-- bench:end -->/ { skip=0 }

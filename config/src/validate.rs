@@ -25,7 +25,8 @@ pub(crate) fn validate(file: File) -> Result<Config, Problems> {
     let (keys, key_algs) = keys(&mut c, &file.keys);
     let registries = registry::registries(&mut c, &file.registries, &keys);
     let mut tls_files = Vec::new();
-    let upstreams = upstreams(&mut c, &file.upstreams, &file.registries, &mut tls_files);
+    let mut upstreams = upstreams(&mut c, &file.upstreams, &file.registries, &mut tls_files);
+    default_protocols(&file, &mut upstreams);
     let outbound = file.outbound.as_ref().map(|o| outbound(&mut c, o, &key_algs, &upstreams));
     let inbound =
         file.inbound.as_ref().map(|i| inbound(&mut c, i, &key_algs, &upstreams, &file.registries, &mut tls_files));
@@ -140,6 +141,22 @@ fn host_port(text: &str) -> Option<(String, u16)> {
     };
     let host = host.strip_suffix('.').unwrap_or(host);
     (host.len() <= 253 && host.split('.').all(label_ok)).then(|| (host.to_ascii_lowercase(), port))
+}
+
+/// A pool without `protocol` speaks HTTP/2 when it holds inbound proxies (an
+/// outbound route uses it, no inbound service does): they always accept
+/// HTTP/2, and it was the faster hop (docs/BENCHMARKS.md). Any other pool
+/// speaks HTTP/1.1, what every callee accepts.
+fn default_protocols(file: &File, upstreams: &mut BTreeMap<String, Upstream>) {
+    let routed: Vec<&str> = file.outbound.iter().flat_map(|o| o.routes.values().map(|r| r.upstream.as_str())).collect();
+    let served: Vec<&str> =
+        file.inbound.iter().flat_map(|i| i.services.values().map(|s| s.upstream.as_str())).collect();
+    for (name, up) in upstreams.iter_mut() {
+        let unset = file.upstreams.get(name).is_some_and(|u| u.protocol.is_none());
+        if unset && routed.contains(&name.as_str()) && !served.contains(&name.as_str()) {
+            up.protocol = Protocol::H2;
+        }
+    }
 }
 
 fn upstream(c: &mut Check, path: &str, u: &schema::Upstream) -> Upstream {

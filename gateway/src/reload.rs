@@ -283,7 +283,25 @@ pub fn read_config(path: &str) -> Result<zeroize::Zeroizing<String>, String> {
 type Fingerprint = Vec<Option<(u64, SystemTime)>>;
 
 fn fingerprint(files: &[String]) -> Fingerprint {
-    files.iter().map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.len(), m.modified().ok()?)))).collect()
+    files.iter().map(|f| stat(f)).collect()
+}
+
+fn stat(file: &str) -> Option<(u64, SystemTime)> {
+    std::fs::metadata(file).ok().and_then(|m| Some((m.len(), m.modified().ok()?)))
+}
+
+/// Runs `reloader.reload(trigger)` off the async workers; returns the files
+/// to watch from now on and what they looked like **before** the reload read
+/// them: a change made while it ran (or before the watch saw the result) is
+/// then still a change to the next poll, never taken for what was loaded.
+async fn reload_files(reloader: &Arc<Reloader>, trigger: &'static str) -> (Vec<String>, Fingerprint) {
+    let before: std::collections::HashMap<String, Option<(u64, SystemTime)>> =
+        reloader.watched().into_iter().map(|f| (f.clone(), stat(&f))).collect();
+    let r = reloader.clone();
+    let _ = tokio::task::spawn_blocking(move || r.reload(trigger)).await;
+    let files = reloader.watched();
+    let applied = files.iter().map(|f| before.get(f).copied().unwrap_or_else(|| stat(f))).collect();
+    (files, applied)
 }
 
 /// The background service behind the triggers: SIGHUP always, and the file
@@ -330,11 +348,8 @@ impl BackgroundService for Triggers {
                 _ = hup.recv() => {
                     // A reload reads files and resolves host names: off the
                     // async workers.
-                    let reloader = self.reloader.clone();
-                    let _ = tokio::task::spawn_blocking(move || reloader.reload("SIGHUP")).await;
-                    files = self.reloader.watched();
-                    applied = fingerprint(&files);
-                    seen = applied.clone();
+                    (files, applied) = reload_files(&self.reloader, "SIGHUP").await;
+                    seen = fingerprint(&files);
                     continue;
                 }
                 _ = tokio::time::sleep(poll.max(Duration::from_millis(100))) => {}
@@ -345,10 +360,9 @@ impl BackgroundService for Triggers {
             }
             let now = fingerprint(&files);
             if now != applied && now == seen {
-                let reloader = self.reloader.clone();
-                let _ = tokio::task::spawn_blocking(move || reloader.reload("watch")).await;
-                files = self.reloader.watched();
-                applied = fingerprint(&files);
+                (files, applied) = reload_files(&self.reloader, "watch").await;
+                seen = fingerprint(&files);
+                continue;
             }
             seen = now;
         }

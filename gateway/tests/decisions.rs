@@ -134,3 +134,23 @@ fn the_inbound_role_accepts_a_sealed_request_once() {
     assert_eq!(accept(&unsealed).err().map(|e| e.code()), Some("malformed"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn pools_of_inbound_proxies_speak_http2_and_pools_of_callees_http1_unless_told() {
+    let config = config::from_yaml(DEMO).expect("the demo config");
+    assert_eq!(config.upstreams["token-inbound"].protocol, config::Protocol::H2);
+    assert_eq!(config.upstreams["token-local"].protocol, config::Protocol::Http1);
+    let told = DEMO.replace(
+        r#"token-inbound: { backends: ["127.0.0.1:8033"] }"#,
+        r#"token-inbound: { backends: ["127.0.0.1:8033"], protocol: http1 }"#,
+    );
+    assert_ne!(told, DEMO);
+    let config = config::from_yaml(&told).expect("config");
+    assert_eq!(config.upstreams["token-inbound"].protocol, config::Protocol::Http1);
+    let wrong = DEMO.replace(
+        r#"token-local: { backends: ["127.0.0.1:8101"], read_timeout: 10s }"#,
+        r#"token-local: { backends: ["127.0.0.1:8101"], read_timeout: 10s, protocol: h3 }"#,
+    );
+    let problems = config::from_yaml(&wrong).err().expect("refused").to_string();
+    assert!(problems.contains("upstreams.token-local.protocol"), "{problems}");
+}

@@ -389,6 +389,18 @@ fn an_upgrade_under_load_loses_no_request() {
     let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
     eprintln!("upgrade under load: {ok} ok, {failed} failed, {connects} connections opened; {timings:?}");
     assert!(ok > 100, "the load ran ({ok})");
+    if failed > 0 {
+        for (name, log) in [("old in", pair.inbound.log()), ("old out", pair.outbound.log())] {
+            for l in log.lines().filter(|l| l.contains("ERROR") || l.contains("WARN") || l.contains("error=")) {
+                eprintln!("{name}: {l}");
+            }
+        }
+        for (i, s) in successors.iter().enumerate() {
+            for l in s.log().lines().filter(|l| l.contains("ERROR") || l.contains("WARN") || l.contains("error=")) {
+                eprintln!("new {i}: {l}");
+            }
+        }
+    }
     assert_eq!(failed, 0, "requests failed during the upgrades");
 }
 

@@ -274,8 +274,8 @@ impl ProxyHttp for Inbound {
     ) -> Box<Error> {
         // A streamed body's opener cannot rewind: once records went out, no retry.
         let rewindable = !matches!(ctx.body, Body::Streaming(_)) || !ctx.body_started;
-        let replayable =
-            session.req_header().method.is_idempotent() && rewindable && !session.as_ref().retry_buffer_truncated();
+        let safe = session.req_header().method.is_idempotent() || super::unprocessed(&e);
+        let replayable = safe && rewindable && !session.as_ref().retry_buffer_truncated();
         ctx.ex.failed_after_send(peer, session, e, replayable, client_reused)
     }
 

@@ -45,6 +45,19 @@ pub fn protection<K: AsRef<str>>(aead: &Option<(K, filters::Algorithm)>) -> filt
     }
 }
 
+/// True when `e` says the peer refused an HTTP/2 stream before processing
+/// it: a graceful GOAWAY that left the stream out (its id above the last one
+/// the peer processed), or `RST_STREAM` with `REFUSED_STREAM` (RFC 9113
+/// §8.7). Such a request may go again, whatever its method: this is how an
+/// inbound proxy that is being upgraded turns away the streams it will not
+/// serve.
+pub fn unprocessed(e: &Error) -> bool {
+    let Some(h2) = e.root_cause().downcast_ref::<h2::Error>() else { return false };
+    h2.is_remote()
+        && ((h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR))
+            || (h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)))
+}
+
 /// Upstream attempts of one request: which backends were tried, the pool's
 /// in-flight slot, and the retry decisions (attempt limit, deadline, budget,
 /// replayability).

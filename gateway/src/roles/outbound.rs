@@ -175,9 +175,11 @@ impl ProxyHttp for Outbound {
         // found closed (the inbound proxy never saw the request). A request
         // that did reach an inbound proxy is retried there, next to the
         // callee, and not here too: attempts do not multiply across the hops
-        // (OPERATIONS.md "Retries"). A POST never goes twice.
-        let replayable =
-            session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated() && client_reused;
+        // (OPERATIONS.md "Retries"). A POST that may have reached an inbound
+        // proxy never goes twice; one an HTTP/2 peer turned away unprocessed
+        // goes again, like a request that could not connect.
+        let safe = session.req_header().method.is_idempotent() && client_reused || super::unprocessed(&e);
+        let replayable = safe && !session.as_ref().retry_buffer_truncated();
         ctx.ex.failed_after_send(peer, session, e, replayable, client_reused)
     }
 

@@ -222,7 +222,11 @@ pub fn outbound_yaml(port: u16, admin: u16, inbound: SocketAddr, o: &Options) ->
         y.push_str(&format!("    {who}: {{ aead_key: {aead}, sign_key: {} }}\n", sign_key(who)));
     }
     y.push_str("  routes:\n    token_service: { upstream: inbound }\n");
-    let extra = if o.outbound_pool.is_empty() { String::new() } else { format!(", {}", o.outbound_pool) };
+    let mut extra = if o.outbound_pool.is_empty() { String::new() } else { format!(", {}", o.outbound_pool) };
+    if o.relay && !o.outbound_pool.contains("protocol") {
+        // The recording relay speaks HTTP/1.1.
+        extra.push_str(", protocol: http1");
+    }
     let read = if o.outbound_pool.contains("read_timeout") { "" } else { ", read_timeout: 30s" };
     let members = match &o.outbound_discovery {
         Some(d) => format!("discovery: {d}"),
