@@ -323,22 +323,13 @@ fn journal_path(pid_file: &str) -> String {
 /// read). docs/BENCHMARKS.md has the figures.
 const DOWNSTREAM_READ_BUFFER: usize = 8 * 1024;
 
-/// HTTP/2 flow-control windows of both hops (request bodies received by the
-/// listeners, response bodies received from pools). h2's default, 64 KiB per
-/// connection, is shared by all of a connection's streams: with 32 requests
-/// of 16 KiB in flight on one connection, senders waited for window updates
-/// and HTTP/2 between the proxies ran 17 % slower than HTTP/1.1
-/// (docs/BENCHMARKS.md). A connection buffers at most this much unread.
-pub const H2_STREAM_WINDOW: u32 = 256 * 1024;
-/// See [`H2_STREAM_WINDOW`].
-pub const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
-
 /// Pingora's bounded HTTP/2 server settings (64 KiB of decoded headers, 100
-/// concurrent streams) with the windows above.
+/// concurrent streams) with larger flow-control windows
+/// ([`crate::http_util::H2_STREAM_WINDOW`]).
 fn h2_server_options() -> pingora::protocols::http::v2::server::H2Options {
     let mut options = pingora::protocols::http::v2::server::default_h2_options();
-    options.initial_window_size(H2_STREAM_WINDOW);
-    options.initial_connection_window_size(H2_CONNECTION_WINDOW);
+    options.initial_window_size(crate::http_util::H2_STREAM_WINDOW);
+    options.initial_connection_window_size(crate::http_util::H2_CONNECTION_WINDOW);
     options
 }
 

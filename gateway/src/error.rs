@@ -8,6 +8,7 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
+use crate::grpc;
 use crate::policy::Denial;
 
 /// Header naming which proxy produced an error response.
@@ -253,6 +254,31 @@ impl ProxyError {
         Ok(h)
     }
 
+    /// The gRPC status of this error (CONFIG.md, "HTTP/2 and gRPC").
+    pub fn grpc_status(&self) -> grpc::Status {
+        match self {
+            ProxyError::Denied(Denial::RateLimited(_)) => grpc::Status::ResourceExhausted,
+            ProxyError::RequestTimeout | ProxyError::PoolOverloaded => grpc::Status::Unavailable,
+            e => grpc::status_of_http(e.status()),
+        }
+    }
+
+    /// The answer to a gRPC caller: a trailers-only response with the
+    /// status, and the same `x-fp-error-*` headers as the JSON answer (a
+    /// signed refusal names the inbound proxy and its code, as over HTTP).
+    pub fn grpc_response(&self, role: Role) -> pingora::Result<ResponseHeader> {
+        let (source, code) = match self {
+            ProxyError::Refused { code, .. } => ("inbound", code.as_str()),
+            e => (role.name(), e.code()),
+        };
+        let retry = self.retry_after().map(|s| s.to_string());
+        let mut extra = vec![(ERROR_SOURCE, source), (ERROR_CODE, code)];
+        if let Some(secs) = &retry {
+            extra.push(("retry-after", secs.as_str()));
+        }
+        grpc::trailers_only(self.grpc_status(), &self.message(), &extra)
+    }
+
     /// Seconds the client should wait before trying again, when that is known.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
@@ -294,7 +320,7 @@ pub async fn respond(session: &mut Session, role: Role, err: &ProxyError) -> pin
     if crate::grpc::is_grpc(&session.req_header().headers) {
         // A gRPC caller reads its status from `grpc-status`: a trailers-only
         // answer, the connection kept (on HTTP/2 only this stream ends).
-        let header = crate::grpc::error_response(err, role.name())?;
+        let header = err.grpc_response(role)?;
         if !session.is_body_done() && !session.is_http2() {
             session.set_keepalive(None);
         }

@@ -7,9 +7,6 @@
 
 use pingora::http::ResponseHeader;
 
-use crate::error::{ProxyError, ERROR_CODE, ERROR_SOURCE};
-use crate::policy::Denial;
-
 /// `grpc-timeout`, the caller's deadline as a duration (gRPC over HTTP/2).
 pub const TIMEOUT: &str = "grpc-timeout";
 
@@ -101,16 +98,6 @@ pub fn status_of_http(status: u16) -> Status {
     }
 }
 
-/// The gRPC status of a proxy error.
-pub fn status_of(err: &ProxyError) -> Status {
-    match err {
-        ProxyError::Denied(Denial::RateLimited(_)) => Status::ResourceExhausted,
-        ProxyError::RequestTimeout | ProxyError::PoolOverloaded => Status::Unavailable,
-        ProxyError::Refused { status, .. } => status_of_http(*status),
-        e => status_of_http(e.status()),
-    }
-}
-
 /// `grpc-message` encoding: percent-encoding of every byte outside
 /// printable ASCII, and of `%` itself.
 pub fn encode_message(message: &str) -> String {
@@ -126,23 +113,16 @@ pub fn encode_message(message: &str) -> String {
 }
 
 /// A trailers-only response (HTTP 200, the status in the header section,
-/// no body) reporting `err` from `role`'s proxy, with the same
-/// `x-fp-error-*` headers as the JSON answer.
-pub fn error_response(err: &ProxyError, source: &str) -> pingora::Result<ResponseHeader> {
-    let mut h = ResponseHeader::build(200, Some(7))?;
+/// no body): `status`, `message` (percent-encoded here), then `extra`
+/// headers.
+pub fn trailers_only(status: Status, message: &str, extra: &[(&'static str, &str)]) -> pingora::Result<ResponseHeader> {
+    let mut h = ResponseHeader::build(200, Some(4 + extra.len()))?;
     h.insert_header("content-type", "application/grpc")?;
     h.insert_header("content-length", "0")?;
-    h.insert_header("grpc-status", (status_of(err) as u8).to_string())?;
-    h.insert_header("grpc-message", encode_message(&err.message()))?;
-    // A signed refusal names the inbound proxy's own code, as over HTTP.
-    let (source, code) = match err {
-        ProxyError::Refused { code, .. } => ("inbound", code.as_str()),
-        e => (source, e.code()),
-    };
-    h.insert_header(ERROR_SOURCE, source)?;
-    h.insert_header(ERROR_CODE, code)?;
-    if let Some(secs) = err.retry_after() {
-        h.insert_header("retry-after", secs.to_string())?;
+    h.insert_header("grpc-status", (status as u8).to_string())?;
+    h.insert_header("grpc-message", encode_message(message))?;
+    for (name, value) in extra {
+        h.insert_header(*name, value.to_string())?;
     }
     Ok(h)
 }

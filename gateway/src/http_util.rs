@@ -19,6 +19,16 @@ pub const HOP_BY_HOP: [HeaderName; 8] = [
     ::http::header::PROXY_AUTHENTICATE,
 ];
 
+/// HTTP/2 flow-control windows of both hops (request bodies received by the
+/// listeners, response bodies received from pools). h2's default, 64 KiB per
+/// connection, is shared by all of a connection's streams: with 32 requests
+/// of 16 KiB in flight on one connection, senders waited for window updates
+/// and HTTP/2 between the proxies ran 17 % slower than HTTP/1.1
+/// (docs/BENCHMARKS.md). A connection buffers at most this much unread.
+pub const H2_STREAM_WINDOW: u32 = 256 * 1024;
+/// See [`H2_STREAM_WINDOW`].
+pub const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+
 /// Content type of a sealed body on the wire.
 pub const SEALED_CONTENT_TYPE: &str = "application/x-fastproxy-records";
 

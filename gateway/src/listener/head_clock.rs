@@ -38,6 +38,12 @@ const H2: u8 = 3;
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// How long an HTTP/2 connection's close waits for the client to close its
+/// side ([`HeadClock::poll_shutdown`]).
+const H2_LINGER: Duration = Duration::from_secs(1);
+/// Most bytes read and dropped while it waits.
+const H2_LINGER_BYTES: usize = 1024 * 1024;
+
 /// A client stream whose request heads are timed.
 pub struct HeadClock {
     inner: Stream,
@@ -45,6 +51,9 @@ pub struct HeadClock {
     limit: Duration,
     deadline: Pin<Box<Sleep>>,
     timeouts: IntCounter,
+    /// While an HTTP/2 connection closes: when it stops waiting, and how
+    /// many bytes it dropped.
+    linger: Option<(Pin<Box<Sleep>>, usize)>,
 }
 
 impl HeadClock {
@@ -58,6 +67,7 @@ impl HeadClock {
             limit,
             deadline: Box::pin(tokio::time::sleep_until(first)),
             timeouts,
+            linger: None,
         }
     }
 }
@@ -120,8 +130,38 @@ impl AsyncWrite for HeadClock {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
+    /// An HTTP/2 connection closes after its final GOAWAY; streams the client
+    /// opened before that frame reached it may still be arriving. Closing the
+    /// socket with their bytes unread makes the kernel send a reset, and the
+    /// client can lose the GOAWAY that told it those streams were never
+    /// processed (and so are safe to send again): it sees a broken pipe
+    /// instead, and a POST fails. So the close lingers, as nginx's does: the
+    /// write side is shut (FIN), then what arrives is read and dropped until
+    /// the client closes its side, for at most [`H2_LINGER`] and
+    /// [`H2_LINGER_BYTES`]. An HTTP/1.1 connection closes at once.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.phase.load(Ordering::Relaxed) != H2 {
+            return Pin::new(&mut this.inner).poll_shutdown(cx);
+        }
+        if this.linger.is_none() {
+            std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            this.linger = Some((Box::pin(tokio::time::sleep(H2_LINGER)), 0));
+        }
+        let Some((until, dropped)) = this.linger.as_mut() else { return Poll::Ready(Ok(())) };
+        let mut scratch = [0u8; 4096];
+        loop {
+            if *dropped >= H2_LINGER_BYTES || until.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => *dropped += buf.filled().len(),
+                // The client closed its side (or the connection failed): done.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 
     fn poll_write_vectored(

@@ -317,8 +317,8 @@ impl Pool {
             // HTTP/2 only: ALPN h2 over TLS, h2c prior knowledge in the clear.
             peer.options.set_http_version(2, 2);
             peer.options.max_h2_streams = s.max_h2_streams;
-            peer.options.h2_stream_window_size = Some(crate::assemble::H2_STREAM_WINDOW);
-            peer.options.h2_connection_window_size = Some(crate::assemble::H2_CONNECTION_WINDOW);
+            peer.options.h2_stream_window_size = Some(crate::http_util::H2_STREAM_WINDOW);
+            peer.options.h2_connection_window_size = Some(crate::http_util::H2_CONNECTION_WINDOW);
         }
         let read = remaining.map_or(s.read_timeout, |cap| cap.min(s.read_timeout));
         peer.options.connection_timeout = Some(s.connect_timeout.min(read));
