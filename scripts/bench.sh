@@ -13,6 +13,9 @@
 #                   `fastproxy certs`, the caller bound to its certificate)
 #   fp-aes-h1       fp-aes with the HTTP/1.1 keep-alive pool between the proxies
 #                   (`protocol: http1`) instead of the default HTTP/2 (h2c)
+# Not in the default set (run them with -T): pingora-chain-nows and fp-aes-nows,
+# the same with Pingora's `work_stealing: false` (a current-thread runtime per
+# thread instead of one work-stealing runtime per service).
 # Loads (wrk, POST): 1 KiB body / 1 KiB response at c=32 and c=256, 16 KiB / 16 KiB at c=32.
 # Per row: req/s, p50, p99, CPU seconds per 10k requests of the proxy processes,
 # their peak RSS, and the ratio to nginx-chain and to fp-passthrough. Then heap
@@ -110,11 +113,16 @@ nginx_conf hop1 "$(hop 127.0.0.1:28111 127.0.0.1:28112)"
 nginx_conf hop2 "$(hop 127.0.0.1:28112 127.0.0.1:28101)"
 
 # ---- Pingora and fastproxy processes ------------------------------------------
+# Processes that run with Tokio's per-thread runtimes (work_stealing: false).
+no_stealing=" pp3 pp4 fp-aes-nows-in fp-aes-nows-out "
 pingora_conf() { # name
+    local ws=true
+    [[ "$no_stealing" == *" $1 "* ]] && ws=false
     cat > "$work/$1.pingora.yaml" <<PC
 ---
 version: 1
 threads: $threads
+work_stealing: $ws
 grace_period_seconds: 1
 graceful_shutdown_timeout_seconds: 1
 upstream_keepalive_pool_size: 1024
@@ -130,6 +138,8 @@ start_plain() { # name listen upstream [binary]
 }
 start_plain pp1 127.0.0.1:28121 127.0.0.1:28122
 start_plain pp2 127.0.0.1:28122 127.0.0.1:28101
+start_plain pp3 127.0.0.1:28123 127.0.0.1:28124
+start_plain pp4 127.0.0.1:28124 127.0.0.1:28101
 
 KEYS='keys:
   aead:
@@ -184,9 +194,10 @@ start_pair fp-aes-snappy 28151 28152 29151 "aead_key: k-aes, sign_key: k-sign, c
 start_pair fp-chacha 28161 28162 29161 "aead_key: k-chacha, sign_key: k-sign, codec: none" false
 start_pair fp-aes-mtls 28181 28182 29181 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy" tls
 start_pair fp-aes-h1 28191 28192 29191 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy" "" http1
+start_pair fp-aes-nows 28195 28196 29195 "aead_key: k-aes, sign_key: k-sign, codec: none" false
 
 wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-for p in 28101 28111 28112 28121 28122 28131 28132 28141 28142 28151 28152 28161 28162 28181 28182 28191 28192; do wait_port $p; done
+for p in 28101 28111 28112 28121 28122 28131 28132 28141 28142 28151 28152 28161 28162 28181 28182 28191 28192 28123 28124 28195 28196; do wait_port $p; done
 
 worker() { pgrep -P "$(cat "$work/nginx-$1/nginx.pid")" | head -n 1; }
 declare -A port procs
@@ -199,6 +210,8 @@ port[fp-aes-snappy]=28151;   procs[fp-aes-snappy]="$pid_fp_aes_snappy_out $pid_f
 port[fp-chacha]=28161;       procs[fp-chacha]="$pid_fp_chacha_out $pid_fp_chacha_in"
 port[fp-aes-mtls]=28181;     procs[fp-aes-mtls]="$pid_fp_aes_mtls_out $pid_fp_aes_mtls_in"
 port[fp-aes-h1]=28191;       procs[fp-aes-h1]="$pid_fp_aes_h1_out $pid_fp_aes_h1_in"
+port[pingora-chain-nows]=28123; procs[pingora-chain-nows]="$pid_pp3 $pid_pp4"
+port[fp-aes-nows]=28195;     procs[fp-aes-nows]="$pid_fp_aes_nows_out $pid_fp_aes_nows_in"
 targets="direct nginx-chain pingora-chain fp-passthrough fp-aes fp-aes-snappy fp-chacha fp-aes-mtls fp-aes-h1"
 loads="1k:32 1k:256 16k:32"
 [ -n "$only_targets" ] && targets=$only_targets
