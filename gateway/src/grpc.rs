@@ -68,19 +68,19 @@ pub fn format_timeout(ms: u64) -> String {
 /// gRPC status codes the proxies answer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
-    /// 4
+    /// 4: the deadline passed.
     DeadlineExceeded = 4,
-    /// 7
+    /// 7: policy refused the caller.
     PermissionDenied = 7,
-    /// 8
+    /// 8: a size or rate limit.
     ResourceExhausted = 8,
-    /// 12
+    /// 12: no route to the callee.
     Unimplemented = 12,
-    /// 13
+    /// 13: anything else (a malformed request, a proxy fault).
     Internal = 13,
-    /// 14
+    /// 14: no backend, a failed hop, an answer that did not verify.
     Unavailable = 14,
-    /// 16
+    /// 16: the request's authentication failed at the inbound proxy.
     Unauthenticated = 16,
 }
 
