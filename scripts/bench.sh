@@ -15,7 +15,8 @@
 #                   (`protocol: http1`) instead of the default HTTP/2 (h2c)
 # Not in the default set (run them with -T): pingora-chain-nows and fp-aes-nows,
 # the same with Pingora's `work_stealing: false` (a current-thread runtime per
-# thread instead of one work-stealing runtime per service).
+# thread instead of one work-stealing runtime per service); pingora-chain-h2,
+# the Pingora chain with h2c between its hops (fastproxy's default hop).
 # Loads (wrk, POST): 1 KiB body / 1 KiB response at c=32 and c=256, 16 KiB / 16 KiB at c=32.
 # Per row: req/s, p50, p99, CPU seconds per 10k requests of the proxy processes,
 # their peak RSS, and the ratio to nginx-chain and to fp-passthrough. Then heap
@@ -131,8 +132,8 @@ upgrade_sock: $work/$1.sock
 PC
     echo "$work/$1.pingora.yaml"
 }
-start_plain() { # name listen upstream [binary]
-    FP_ALLOC_FILE="$work/$1.allocs" "${4:-$work/plain_proxy}" -c "$(pingora_conf "$1")" "$2" "$3" 2>"$work/$1.log" &
+start_plain() { # name listen upstream [binary] [flags: h2c h2-up]
+    FP_ALLOC_FILE="$work/$1.allocs" "${4:-$work/plain_proxy}" -c "$(pingora_conf "$1")" "$2" "$3" ${5:-} 2>"$work/$1.log" &
     pids+=($!)
     eval "pid_$1=$!"
 }
@@ -140,6 +141,8 @@ start_plain pp1 127.0.0.1:28121 127.0.0.1:28122
 start_plain pp2 127.0.0.1:28122 127.0.0.1:28101
 start_plain pp3 127.0.0.1:28123 127.0.0.1:28124
 start_plain pp4 127.0.0.1:28124 127.0.0.1:28101
+start_plain pp5 127.0.0.1:28125 127.0.0.1:28126 "$work/plain_proxy" h2-up
+start_plain pp6 127.0.0.1:28126 127.0.0.1:28101 "$work/plain_proxy" h2c
 
 KEYS='keys:
   aead:
@@ -197,7 +200,7 @@ start_pair fp-aes-h1 28191 28192 29191 "aead_key: k-aes, sign_key: k-sign, codec
 start_pair fp-aes-nows 28195 28196 29195 "aead_key: k-aes, sign_key: k-sign, codec: none" false
 
 wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-for p in 28101 28111 28112 28121 28122 28131 28132 28141 28142 28151 28152 28161 28162 28181 28182 28191 28192 28123 28124 28195 28196; do wait_port $p; done
+for p in 28101 28111 28112 28121 28122 28131 28132 28141 28142 28151 28152 28161 28162 28181 28182 28191 28192 28123 28124 28125 28126 28195 28196; do wait_port $p; done
 
 worker() { pgrep -P "$(cat "$work/nginx-$1/nginx.pid")" | head -n 1; }
 declare -A port procs
@@ -211,6 +214,7 @@ port[fp-chacha]=28161;       procs[fp-chacha]="$pid_fp_chacha_out $pid_fp_chacha
 port[fp-aes-mtls]=28181;     procs[fp-aes-mtls]="$pid_fp_aes_mtls_out $pid_fp_aes_mtls_in"
 port[fp-aes-h1]=28191;       procs[fp-aes-h1]="$pid_fp_aes_h1_out $pid_fp_aes_h1_in"
 port[pingora-chain-nows]=28123; procs[pingora-chain-nows]="$pid_pp3 $pid_pp4"
+port[pingora-chain-h2]=28125; procs[pingora-chain-h2]="$pid_pp5 $pid_pp6"
 port[fp-aes-nows]=28195;     procs[fp-aes-nows]="$pid_fp_aes_nows_out $pid_fp_aes_nows_in"
 targets="direct nginx-chain pingora-chain fp-passthrough fp-aes fp-aes-snappy fp-chacha fp-aes-mtls fp-aes-h1"
 loads="1k:32 1k:256 16k:32"
