@@ -397,43 +397,41 @@ fn print_vectors() {
     r.push(("body-pattern", "140000".into()));
     v.extend(r);
     vectors.push(v);
-    let resp_body = filters::hex::encode(br#"{"ok":true}"#);
-    vectors.push(vec![
-        ("name", "response-aes-256-gcm".into()),
-        ("direction", "response".into()),
-        ("status", "201".into()),
-        ("request-nonce", req_nonce.into()),
-        ("service", "token_service".into()),
-        ("caller", "song_service".into()),
-        ("content-type", "application/json".into()),
-        ("codec", "none".into()),
-        ("alg", "aes-256-gcm".into()),
-        ("key", "room-v2".into()),
-        ("sign-key", "sign-v1".into()),
-        ("timestamp", "1764115200042".into()),
-        ("nonce", "f0e1d2c3b4a5968778695a4b3c2d1e0f".into()),
-        ("length", "11".into()),
-        ("body", resp_body),
-    ]);
+    // Responses to the request above: status, content type, signed length, body.
+    let response = |name: &str, status: &str, ct: &str, length: Option<usize>, body: String| {
+        let mut v: Vec<(&str, String)> = vec![
+            ("name", name.into()),
+            ("direction", "response".into()),
+            ("status", status.into()),
+            ("request-nonce", req_nonce.into()),
+            ("service", "token_service".into()),
+            ("caller", "song_service".into()),
+            ("content-type", ct.into()),
+            ("codec", "none".into()),
+            ("alg", "aes-256-gcm".into()),
+            ("key", "room-v2".into()),
+            ("sign-key", "sign-v1".into()),
+            ("timestamp", "1764115200042".into()),
+            ("nonce", "f0e1d2c3b4a5968778695a4b3c2d1e0f".into()),
+        ];
+        if let Some(l) = length {
+            v.push(("length", l.to_string()));
+        }
+        v.push(("body", body));
+        v
+    };
+    vectors.push(response(
+        "response-aes-256-gcm",
+        "201",
+        "application/json",
+        Some(11),
+        filters::hex::encode(br#"{"ok":true}"#),
+    ));
     // A gRPC response: one length-prefixed message, then the status as trailers.
-    vectors.push(vec![
-        ("name", "response-trailers".into()),
-        ("direction", "response".into()),
-        ("status", "200".into()),
-        ("request-nonce", req_nonce.into()),
-        ("service", "token_service".into()),
-        ("caller", "song_service".into()),
-        ("content-type", "application/grpc".into()),
-        ("codec", "none".into()),
-        ("alg", "aes-256-gcm".into()),
-        ("key", "room-v2".into()),
-        ("sign-key", "sign-v1".into()),
-        ("timestamp", "1764115200042".into()),
-        ("nonce", "f0e1d2c3b4a5968778695a4b3c2d1e0f".into()),
-        ("body", "0000000005".to_string() + "68656c6c6f"),
-        ("trailer grpc-status", "0".into()),
-        ("trailer grpc-message", "done".into()),
-    ]);
+    let mut v = response("response-trailers", "200", "application/grpc", None, "000000000568656c6c6f".into());
+    v.push(("trailer grpc-status", "0".into()));
+    v.push(("trailer grpc-message", "done".into()));
+    vectors.push(v);
     for fields in vectors {
         let trailers: Vec<(String, String)> =
             fields.iter().filter_map(|(k, v)| k.strip_prefix("trailer ").map(|t| (t.to_string(), v.clone()))).collect();
