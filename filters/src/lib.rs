@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod aead;
+mod age_index;
 pub mod codec;
 pub mod envelope;
 pub mod error;

@@ -21,11 +21,11 @@
 //! Check a message only after its signature verified: otherwise anyone could
 //! fill the cache.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
+use crate::age_index::AgeIndex;
 use crate::envelope::Nonce;
 use crate::error::{Error, Result};
 
@@ -61,30 +61,35 @@ impl Hasher for Prehashed {
     }
 }
 
-#[derive(Default)]
 struct Shard {
     /// Digest of (caller, nonce) → timestamp.
     seen: HashMap<u64, u64, BuildHasherDefault<Prehashed>>,
-    by_age: BinaryHeap<Reverse<(u64, u64)>>,
+    by_age: AgeIndex,
     floor: Option<u64>,
 }
 
 impl Shard {
+    fn new(skew_ms: u64) -> Self {
+        Shard { seen: HashMap::default(), by_age: AgeIndex::new(skew_ms.saturating_mul(2)), floor: None }
+    }
+
     fn expire(&mut self, oldest_fresh: u64) {
-        while let Some(Reverse((ts, digest))) = self.by_age.peek().copied() {
-            if ts >= oldest_fresh {
-                break;
-            }
-            self.by_age.pop();
-            self.seen.remove(&digest);
-        }
+        let seen = &mut self.seen;
+        self.by_age.expire(oldest_fresh, |digest| {
+            seen.remove(&digest);
+        });
     }
 
     fn evict_oldest(&mut self) {
-        if let Some(Reverse((ts, digest))) = self.by_age.pop() {
+        if let Some((ts, digest)) = self.by_age.pop_oldest() {
             self.seen.remove(&digest);
             self.floor = Some(self.floor.map_or(ts, |f| f.max(ts)));
         }
+    }
+
+    fn insert(&mut self, digest: u64, ts_ms: u64) {
+        self.seen.insert(digest, ts_ms);
+        self.by_age.push(ts_ms, digest);
     }
 }
 
@@ -118,7 +123,7 @@ impl ReplayGuard {
         ReplayGuard {
             skew_ms,
             per_shard: capacity.div_ceil(shards).max(1),
-            shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..shards).map(|_| Mutex::new(Shard::new(skew_ms))).collect(),
             keys,
         }
     }
@@ -175,8 +180,7 @@ impl ReplayGuard {
         if shard.floor.is_some_and(|floor| ts_ms <= floor) {
             return Err(Error::StaleTimestamp);
         }
-        shard.seen.insert(digest, ts_ms);
-        shard.by_age.push(Reverse((ts_ms, digest)));
+        shard.insert(digest, ts_ms);
         Ok(())
     }
 
@@ -187,14 +191,14 @@ impl ReplayGuard {
             return;
         }
         let mut shard = self.shard(digest);
+        shard.expire(now_ms.saturating_sub(self.skew_ms));
         if shard.seen.contains_key(&digest) {
             return;
         }
         while shard.seen.len() >= self.per_shard {
             shard.evict_oldest();
         }
-        shard.seen.insert(digest, ts_ms);
-        shard.by_age.push(Reverse((ts_ms, digest)));
+        shard.insert(digest, ts_ms);
     }
 
     /// Refuses, as stale, every message timestamped at or before `ts_ms`
