@@ -111,6 +111,26 @@ impl Sealer {
         self.poison_on(r)
     }
 
+    /// Appends `input` and ends the body: [`Sealer::seal`] then
+    /// [`Sealer::finish`], with the same records on the wire. When nothing is
+    /// buffered and `input` is shorter than a full record (a small body known
+    /// whole), it is sealed straight from `input`, without the copy into the
+    /// buffer.
+    pub fn seal_final(&mut self, input: &[u8], out: &mut BytesMut) -> Result<()> {
+        self.live()?;
+        if !self.pending.is_empty() || input.len() >= RECORD_MAX || self.declared == Some(0) {
+            self.seal(input, out)?;
+            return self.finish(out);
+        }
+        self.total += input.len() as u64;
+        if self.declared.is_some_and(|n| n != self.total) {
+            return self.poison_on(Err(Error::LengthMismatch));
+        }
+        self.phase = Phase::Finished;
+        let r = self.emit(input, true, out);
+        self.poison_on(r)
+    }
+
     /// Writes buffered bytes as a (non-final) record now, for streams whose
     /// chunks must not wait for a full record. No-op when nothing is buffered.
     pub fn flush(&mut self, out: &mut BytesMut) -> Result<()> {
@@ -398,6 +418,12 @@ impl Opener {
         while !input.is_empty() {
             match self.expect {
                 Expect::Done => return Err(Error::CorruptRecord),
+                Expect::Header if self.partial.is_empty() && input.len() >= HEADER_LEN => {
+                    // The whole header is here (the usual case): no copy.
+                    let hdr = [input[0], input[1], input[2], input[3]];
+                    input = &input[HEADER_LEN..];
+                    self.expect = self.check_header(hdr)?;
+                }
                 Expect::Header => {
                     let take = (HEADER_LEN - self.partial.len()).min(input.len());
                     self.partial.extend_from_slice(&input[..take]);

@@ -11,22 +11,30 @@ const R: usize = RECORD_MAX;
 /// Sizes at and around record boundaries, plus the ends of the range.
 const EDGE_SIZES: [usize; 12] = [0, 1, 2, 255, 256, R - 1, R, R + 1, 2 * R - 1, 2 * R, 2 * R + 1, 1 << 20];
 
-#[test]
-fn every_alg_codec_and_edge_size_round_trips() {
-    let keys = ring();
+/// Calls `case(alg, codec, body, length)` for every algorithm, codec and
+/// edge size, with the signed length given and not.
+fn every_case(mut case: impl FnMut(Option<Algorithm>, Codec, &[u8], Option<u64>)) {
     for alg in ALGS {
         for codec in Codec::ALL {
             for (i, &size) in EDGE_SIZES.iter().enumerate() {
                 let data = body(size, i as u64);
                 for length in [Some(size as u64), None] {
-                    let env = request(alg, codec, length, 7);
-                    let (sig, sealed) = seal(&keys, &env, &data, 0);
-                    let opened = open(&keys, &env, &sig, &sealed, 0).unwrap();
-                    assert_eq!(opened, data, "alg {alg:?} codec {codec:?} size {size}");
+                    case(alg, codec, &data, length);
                 }
             }
         }
     }
+}
+
+#[test]
+fn every_alg_codec_and_edge_size_round_trips() {
+    let keys = ring();
+    every_case(|alg, codec, data, length| {
+        let env = request(alg, codec, length, 7);
+        let (sig, sealed) = seal(&keys, &env, data, 0);
+        let opened = open(&keys, &env, &sig, &sealed, 0).unwrap();
+        assert_eq!(opened, data, "alg {alg:?} codec {codec:?} size {}", data.len());
+    });
 }
 
 #[test]
@@ -156,4 +164,39 @@ fn a_body_signed_as_empty_has_no_records() {
     let (_, with_record) = seal(&keys, &unsigned, &[], 0);
     assert_eq!(with_record.len(), 20);
     assert_eq!(open(&keys, &env, &sig, &with_record, 0), Err(Error::CorruptRecord));
+}
+
+#[test]
+fn seal_final_writes_what_seal_then_finish_writes() {
+    // The one-shot path for bodies known whole must not change the wire:
+    // same records, same bytes, for every size, codec and length mode, and
+    // the same errors for a length that does not match the signed one.
+    let keys = ring();
+    every_case(|alg, codec, data, length| {
+        let env = request(alg, codec, length, 3);
+        let (_, mut two_step) = keys.seal(&env, CompressOptions::default()).unwrap();
+        let (_, mut one_shot) = keys.seal(&env, CompressOptions::default()).unwrap();
+        let (mut a, mut b) = (bytes::BytesMut::new(), bytes::BytesMut::new());
+        two_step.seal(data, &mut a).unwrap();
+        two_step.finish(&mut a).unwrap();
+        one_shot.seal_final(data, &mut b).unwrap();
+        assert!(a == b, "alg {alg:?} codec {codec:?} size {} length {length:?}", data.len());
+        // Finished: nothing more may be sealed.
+        assert_eq!(one_shot.seal(b"x", &mut b), Err(Error::InvalidState));
+    });
+    // After a buffered chunk, the rest still follows it.
+    let env = request(Some(Algorithm::Aes256Gcm), Codec::None, Some(3000), 4);
+    let (sig, mut sealer) = keys.seal(&env, CompressOptions::default()).unwrap();
+    let mut wire = bytes::BytesMut::new();
+    sealer.seal(&body(1000, 1), &mut wire).unwrap();
+    sealer.seal_final(&body(2000, 2), &mut wire).unwrap();
+    let mut expected = body(1000, 1);
+    expected.extend_from_slice(&body(2000, 2));
+    assert_eq!(open(&keys, &env, &sig, &wire, 0).unwrap(), expected);
+    // A length other than the signed one fails, as `finish` does.
+    for size in [2999, 3001] {
+        let (_, mut sealer) = keys.seal(&env, CompressOptions::default()).unwrap();
+        let mut wire = bytes::BytesMut::new();
+        assert_eq!(sealer.seal_final(&body(size, 1), &mut wire), Err(Error::LengthMismatch));
+    }
 }

@@ -354,17 +354,22 @@ impl ProxyHttp for Inbound {
         let deadline = ctx.ex.deadline_ms();
         super::check_body_deadline(&mut ctx.ex.error, deadline, end_of_stream)?;
         let Some(sealer) = ctx.reply.as_mut() else { return Ok(None) };
-        let mut out = BytesMut::new();
-        let mut result = Ok(());
-        if let Some(chunk) = body.take() {
-            result = sealer.seal(&chunk, &mut out);
-            if result.is_ok() && ctx.flush_records {
-                result = sealer.flush(&mut out);
+        let chunk = body.take();
+        let mut out = BytesMut::with_capacity(chunk.as_ref().map_or(0, Bytes::len) + filters::record::RECORD_OVERHEAD);
+        let result = match (chunk, end_of_stream) {
+            // The whole (rest of the) body at once: sealed straight from it.
+            (Some(chunk), true) => sealer.seal_final(&chunk, &mut out),
+            (None, true) => sealer.finish(&mut out),
+            (Some(chunk), false) => {
+                let r = sealer.seal(&chunk, &mut out);
+                if r.is_ok() && ctx.flush_records {
+                    sealer.flush(&mut out)
+                } else {
+                    r
+                }
             }
-        }
-        if result.is_ok() && end_of_stream {
-            result = sealer.finish(&mut out);
-        }
+            (None, false) => Ok(()),
+        };
         if let Err(e) = result {
             log::warn!(target: "fastproxy::inbound", "aborting response: {e}");
             let e = ProxyError::UpstreamFailed;
@@ -610,6 +615,7 @@ impl Inbound {
         let (sig, sealer) = acc.snap.config.keys.seal(&env, CompressOptions::default()).map_err(ProxyError::Request)?;
         let value = env.header_value(&sig);
         log::debug!(target: WIRE, "sealed response: {status}\n  {HEADER}: {value}");
+        let value = h::envelope_value(value).ok_or(ProxyError::Internal)?;
         resp.insert_header(HEADER, value).map_err(|_| ProxyError::Internal)?;
         if bodyless {
             if let (Some(n), true) = (length, *method == pingora::http::Method::HEAD) {

@@ -483,6 +483,7 @@ impl Outbound {
         let (sig, mut sealer) = plan.snap.config.keys.seal(&env, plan.seal.compress).map_err(ProxyError::Request)?;
         let value = env.header_value(&sig);
         log::debug!(target: WIRE, "sealed request: {} {}\n  {HEADER}: {value}", req.method, req.uri);
+        let value = h::envelope_value(value).ok_or(ProxyError::Internal)?;
         up.insert_header(HEADER, value).map_err(|_| ProxyError::Internal)?;
 
         ctx.body_in = 0;
@@ -491,8 +492,7 @@ impl Outbound {
         ctx.sealer = None;
         if let Some(plain) = &ctx.small_body {
             let mut sealed = BytesMut::with_capacity(plain.len() + filters::record::RECORD_OVERHEAD);
-            sealer.seal(plain, &mut sealed).map_err(ProxyError::Request)?;
-            sealer.finish(&mut sealed).map_err(ProxyError::Request)?;
+            sealer.seal_final(plain, &mut sealed).map_err(ProxyError::Request)?;
             h::set_sealed_framing(up, Some(sealed.len() as u64))?;
             log::debug!(target: WIRE, "sealed request body: {} bytes: {}", sealed.len(), hex_prefix(&sealed));
             ctx.presealed = Some(sealed.freeze());

@@ -95,8 +95,7 @@ fn seal(err: &ProxyError, r: &ReplyTo, keys: &KeyRing, nonces: &NonceSource, met
     let (sig, mut sealer) = keys.seal(&env, CompressOptions::default()).ok()?;
     let mut body = BytesMut::new();
     if method != "HEAD" {
-        sealer.seal(&plain, &mut body).ok()?;
-        sealer.finish(&mut body).ok()?;
+        sealer.seal_final(&plain, &mut body).ok()?;
     }
     let value = env.header_value(&sig);
     log::debug!(target: super::WIRE, "signed refusal: {}\n  {HEADER}: {value}", err.status());
