@@ -13,32 +13,38 @@
 #                   `fastproxy certs`, the caller bound to its certificate)
 #   fp-aes-h1       fp-aes with the HTTP/1.1 keep-alive pool between the proxies
 #                   (`protocol: http1`) instead of the default HTTP/2 (h2c)
+#   pingora-chain-h2  the Pingora chain with h2c between its hops (fastproxy's default
+#                   hop, with its windows and stream limit)
+#   fp-aes@REV      with -B REV: fp-aes built from commit REV (the cost of what came since)
 # Not in the default set (run them with -T): pingora-chain-nows and fp-aes-nows,
 # the same with Pingora's `work_stealing: false` (a current-thread runtime per
-# thread instead of one work-stealing runtime per service); pingora-chain-h2,
-# the Pingora chain with h2c between its hops (fastproxy's default hop).
+# thread instead of one work-stealing runtime per service).
 # Loads (wrk, POST): 1 KiB body / 1 KiB response at c=32 and c=256, 16 KiB / 16 KiB at c=32.
 # Per row: req/s, p50, p99, CPU seconds per 10k requests of the proxy processes,
-# their peak RSS, and the ratio to nginx-chain and to fp-passthrough. Then heap
+# their peak RSS, and the ratio to nginx-chain, pingora-chain and fp-passthrough. Then heap
 # allocations per request in each fastproxy role (alloc-count build).
 # Writes the results into docs/BENCHMARKS.md (between the bench markers).
 #
-# Usage: scripts/bench.sh [-d SECONDS_PER_RUN] [-r ROUNDS] [-t THREADS_PER_PROXY] [-T "TARGET ..."] [-L "LOAD ..."]
+# Usage: scripts/bench.sh [-d SECONDS_PER_RUN] [-r ROUNDS] [-t THREADS_PER_PROXY] [-T "TARGET ..."] [-L "LOAD ..."] [-B REV]
 # -T and -L run a subset (an A/B of a few targets, e.g. -T "fp-aes fp-aes-h1" -L "16k:32");
 # the table is then printed only, not written into docs/BENCHMARKS.md.
+# -B REV builds fastproxy at REV (a git worktree, its own target directory
+# `target/bench-REV`, kept between runs) and adds the row fp-aes@REV; REV must
+# read the same config (any commit since 426327b does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rel="${CARGO_TARGET_DIR:-target}/release"
 
-dur=5 rounds=3 threads=1 only_targets="" only_loads=""
-while getopts "d:r:t:T:L:" opt; do
+dur=5 rounds=3 threads=1 only_targets="" only_loads="" baseline=""
+while getopts "d:r:t:T:L:B:" opt; do
     case $opt in
         d) dur=$OPTARG ;;
         r) rounds=$OPTARG ;;
         t) threads=$OPTARG ;;
         T) only_targets=$OPTARG ;;
         L) only_loads=$OPTARG ;;
-        *) echo "usage: $0 [-d SECONDS] [-r ROUNDS] [-t THREADS] [-T TARGETS] [-L LOADS]" >&2; exit 2 ;;
+        B) baseline=$(git rev-parse --short "$OPTARG") ;;
+        *) echo "usage: $0 [-d SECONDS] [-r ROUNDS] [-t THREADS] [-T TARGETS] [-L LOADS] [-B REV]" >&2; exit 2 ;;
     esac
 done
 
@@ -52,6 +58,15 @@ cp "$rel"/fastproxy "$work/fastproxy-alloc"
 cp "$rel"/examples/plain_proxy "$work/plain_proxy-alloc"
 cargo build -q --release -p fastproxy --bin fastproxy --example plain_proxy
 cp "$rel"/fastproxy "$rel"/examples/plain_proxy "$work/"
+if [ -n "$baseline" ]; then
+    base_target="${CARGO_TARGET_DIR:-$PWD/target}/bench-$baseline"
+    echo "== building fastproxy at $baseline (release, $base_target)"
+    tree="$work/tree-$baseline"
+    git worktree add -q --detach "$tree" "$baseline"
+    CARGO_TARGET_DIR="$base_target" cargo build -q --release --manifest-path "$tree/Cargo.toml" -p fastproxy --bin fastproxy
+    cp "$base_target/release/fastproxy" "$work/fastproxy-$baseline"
+    git worktree remove --force "$tree"
+fi
 
 pids=()
 cleanup() {
@@ -59,6 +74,7 @@ cleanup() {
     for d in "$work"/nginx-*; do [ -f "$d/nginx.pid" ] && kill "$(cat "$d/nginx.pid")" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
+    git worktree prune 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -198,9 +214,14 @@ start_pair fp-chacha 28161 28162 29161 "aead_key: k-chacha, sign_key: k-sign, co
 start_pair fp-aes-mtls 28181 28182 29181 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy" tls
 start_pair fp-aes-h1 28191 28192 29191 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy" "" http1
 start_pair fp-aes-nows 28195 28196 29195 "aead_key: k-aes, sign_key: k-sign, codec: none" false
+base_ports=""
+if [ -n "$baseline" ]; then
+    start_pair fp-aes-base 28197 28198 29197 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy-$baseline"
+    base_ports="28197 28198"
+fi
 
 wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-for p in 28101 28111 28112 28121 28122 28131 28132 28141 28142 28151 28152 28161 28162 28181 28182 28191 28192 28123 28124 28125 28126 28195 28196; do wait_port $p; done
+for p in 28101 28111 28112 28121 28122 28131 28132 28141 28142 28151 28152 28161 28162 28181 28182 28191 28192 28123 28124 28125 28126 28195 28196 $base_ports; do wait_port $p; done
 
 worker() { pgrep -P "$(cat "$work/nginx-$1/nginx.pid")" | head -n 1; }
 declare -A port procs
@@ -216,7 +237,11 @@ port[fp-aes-h1]=28191;       procs[fp-aes-h1]="$pid_fp_aes_h1_out $pid_fp_aes_h1
 port[pingora-chain-nows]=28123; procs[pingora-chain-nows]="$pid_pp3 $pid_pp4"
 port[pingora-chain-h2]=28125; procs[pingora-chain-h2]="$pid_pp5 $pid_pp6"
 port[fp-aes-nows]=28195;     procs[fp-aes-nows]="$pid_fp_aes_nows_out $pid_fp_aes_nows_in"
-targets="direct nginx-chain pingora-chain fp-passthrough fp-aes fp-aes-snappy fp-chacha fp-aes-mtls fp-aes-h1"
+targets="direct nginx-chain pingora-chain pingora-chain-h2 fp-passthrough fp-aes fp-aes-snappy fp-chacha fp-aes-mtls fp-aes-h1"
+if [ -n "$baseline" ]; then
+    port[fp-aes@$baseline]=28197; procs[fp-aes@$baseline]="$pid_fp_aes_base_out $pid_fp_aes_base_in"
+    targets="$targets fp-aes@$baseline"
+fi
 loads="1k:32 1k:256 16k:32"
 [ -n "$only_targets" ] && targets=$only_targets
 [ -n "$only_loads" ] && loads=$only_loads
@@ -296,25 +321,27 @@ cpu_model=$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//
 table="$work/table.md"
 {
     echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), commit \`$commit\`$dirty, $(nproc) vCPU $cpu_model, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)."
-    echo "Command: \`scripts/bench.sh -d $dur -r $rounds -t $threads\` — wrk -t2, POST, median of $rounds interleaved rounds of ${dur}s;"
+    echo "Command: \`scripts/bench.sh -d $dur -r $rounds -t $threads${baseline:+ -B $baseline}\` — wrk -t2, POST, median of $rounds interleaved rounds of ${dur}s;"
     echo "wrk, the origin and the proxies share the machine's cores. CPU = user+system seconds of the proxy processes"
     echo "per 10k requests (for direct: the origin's worker). RSS = peak resident set of each proxy process (MiB) while
 serving that load (VmHWM reset before each run; the highest over the rounds)."
     echo
-    echo "| load | target | req/s | p50 ms | p99 ms | CPU s/10k | peak RSS MiB | vs nginx-chain | vs fp-passthrough |"
-    echo "|---|---|---:|---:|---:|---:|---|---:|---:|"
+    echo "| load | target | req/s | p50 ms | p99 ms | CPU s/10k | peak RSS MiB | vs nginx-chain | vs pingora-chain | vs fp-passthrough |"
+    echo "|---|---|---:|---:|---:|---:|---|---:|---:|---:|"
     for load in $loads; do
         for t in $targets; do
             med() { awk -F'\t' -v l="$load" -v t="$t" -v c="$1" '$2==l && $3==t {print $c}' "$results" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
             rps=$(med 4); p50=$(med 5); p99=$(med 6); cpu=$(med 7)
             base_n=$(awk -F'\t' -v l="$load" '$2==l && $3=="nginx-chain" {print $4}' "$results" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+            base_c=$(awk -F'\t' -v l="$load" '$2==l && $3=="pingora-chain" {print $4}' "$results" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
             base_p=$(awk -F'\t' -v l="$load" '$2==l && $3=="fp-passthrough" {print $4}' "$results" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
             rn=$(awk -v a="$rps" -v b="$base_n" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else printf "-" }')
+            rc=$(awk -v a="$rps" -v b="$base_c" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else printf "-" }')
             rp=$(awk -v a="$rps" -v b="$base_p" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else printf "-" }')
             # Per process, the highest peak over the rounds of this load.
             peak=$(awk -F'\t' -v l="$load" -v t="$t" '$2==l && $3==t { n = split($9, v, "+"); for (i = 1; i <= n; i++) if (v[i] + 0 > m[i]) m[i] = v[i] + 0; k = n }
                 END { s = ""; for (i = 1; i <= k; i++) s = s (i > 1 ? "+" : "") m[i]; print s }' "$results")
-            echo "| $load | $t | $rps | $p50 | $p99 | $cpu | $peak | $rn | $rp |"
+            echo "| $load | $t | $rps | $p50 | $p99 | $cpu | $peak | $rn | $rc | $rp |"
         done
     done
     echo
