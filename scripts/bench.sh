@@ -16,9 +16,10 @@
 #   pingora-chain-h2  the Pingora chain with h2c between its hops (fastproxy's default
 #                   hop, with its windows and stream limit)
 #   fp-aes@REV      with -B REV: fp-aes built from commit REV (the cost of what came since)
-# Not in the default set (run them with -T): pingora-chain-nows and fp-aes-nows,
-# the same with Pingora's `work_stealing: false` (a current-thread runtime per
-# thread instead of one work-stealing runtime per service).
+# Every Pingora process (both chains and fastproxy) runs the shipped runtime settings:
+# threads from -t (1 by default) and `work_stealing: false` (a current-thread runtime per
+# thread). Not in the default set (run them with -T): pingora-chain-ws,
+# pingora-chain-h2-ws and fp-aes-ws, the same with Pingora's default work-stealing runtime.
 # Loads (wrk, POST): 1 KiB body / 1 KiB response at c=32 and c=256, 16 KiB / 16 KiB at c=32.
 # Per row: req/s, p50, p99, CPU seconds per 10k requests of the proxy processes,
 # their peak RSS, and the ratio to nginx-chain, pingora-chain and fp-passthrough. Then heap
@@ -130,11 +131,12 @@ nginx_conf hop1 "$(hop 127.0.0.1:28111 127.0.0.1:28112)"
 nginx_conf hop2 "$(hop 127.0.0.1:28112 127.0.0.1:28101)"
 
 # ---- Pingora and fastproxy processes ------------------------------------------
-# Processes that run with Tokio's per-thread runtimes (work_stealing: false).
-no_stealing=" pp3 pp4 fp-aes-nows-in fp-aes-nows-out "
+# Processes that run Pingora's default work-stealing runtime; the others run
+# the shipped `work_stealing: false`.
+stealing=" pp3 pp4 pp7 pp8 fp-aes-ws-in fp-aes-ws-out "
 pingora_conf() { # name
-    local ws=true
-    [[ "$no_stealing" == *" $1 "* ]] && ws=false
+    local ws=false
+    [[ "$stealing" == *" $1 "* ]] && ws=true
     cat > "$work/$1.pingora.yaml" <<PC
 ---
 version: 1
@@ -159,6 +161,8 @@ start_plain pp3 127.0.0.1:28123 127.0.0.1:28124
 start_plain pp4 127.0.0.1:28124 127.0.0.1:28101
 start_plain pp5 127.0.0.1:28125 127.0.0.1:28126 "$work/plain_proxy" h2-up
 start_plain pp6 127.0.0.1:28126 127.0.0.1:28101 "$work/plain_proxy" h2c
+start_plain pp7 127.0.0.1:28127 127.0.0.1:28128 "$work/plain_proxy" h2-up
+start_plain pp8 127.0.0.1:28128 127.0.0.1:28101 "$work/plain_proxy" h2c
 
 KEYS='keys:
   aead:
@@ -213,7 +217,7 @@ start_pair fp-aes-snappy 28151 28152 29151 "aead_key: k-aes, sign_key: k-sign, c
 start_pair fp-chacha 28161 28162 29161 "aead_key: k-chacha, sign_key: k-sign, codec: none" false
 start_pair fp-aes-mtls 28181 28182 29181 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy" tls
 start_pair fp-aes-h1 28191 28192 29191 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy" "" http1
-start_pair fp-aes-nows 28195 28196 29195 "aead_key: k-aes, sign_key: k-sign, codec: none" false
+start_pair fp-aes-ws 28195 28196 29195 "aead_key: k-aes, sign_key: k-sign, codec: none" false
 base_ports=""
 if [ -n "$baseline" ]; then
     start_pair fp-aes-base 28197 28198 29197 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy-$baseline"
@@ -221,7 +225,7 @@ if [ -n "$baseline" ]; then
 fi
 
 wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-for p in 28101 28111 28112 28121 28122 28131 28132 28141 28142 28151 28152 28161 28162 28181 28182 28191 28192 28123 28124 28125 28126 28195 28196 $base_ports; do wait_port $p; done
+for p in 28101 28111 28112 28121 28122 28131 28132 28141 28142 28151 28152 28161 28162 28181 28182 28191 28192 28123 28124 28125 28126 28127 28128 28195 28196 $base_ports; do wait_port $p; done
 
 worker() { pgrep -P "$(cat "$work/nginx-$1/nginx.pid")" | head -n 1; }
 declare -A port procs
@@ -234,9 +238,10 @@ port[fp-aes-snappy]=28151;   procs[fp-aes-snappy]="$pid_fp_aes_snappy_out $pid_f
 port[fp-chacha]=28161;       procs[fp-chacha]="$pid_fp_chacha_out $pid_fp_chacha_in"
 port[fp-aes-mtls]=28181;     procs[fp-aes-mtls]="$pid_fp_aes_mtls_out $pid_fp_aes_mtls_in"
 port[fp-aes-h1]=28191;       procs[fp-aes-h1]="$pid_fp_aes_h1_out $pid_fp_aes_h1_in"
-port[pingora-chain-nows]=28123; procs[pingora-chain-nows]="$pid_pp3 $pid_pp4"
+port[pingora-chain-ws]=28123; procs[pingora-chain-ws]="$pid_pp3 $pid_pp4"
 port[pingora-chain-h2]=28125; procs[pingora-chain-h2]="$pid_pp5 $pid_pp6"
-port[fp-aes-nows]=28195;     procs[fp-aes-nows]="$pid_fp_aes_nows_out $pid_fp_aes_nows_in"
+port[pingora-chain-h2-ws]=28127; procs[pingora-chain-h2-ws]="$pid_pp7 $pid_pp8"
+port[fp-aes-ws]=28195;       procs[fp-aes-ws]="$pid_fp_aes_ws_out $pid_fp_aes_ws_in"
 targets="direct nginx-chain pingora-chain pingora-chain-h2 fp-passthrough fp-aes fp-aes-snappy fp-chacha fp-aes-mtls fp-aes-h1"
 if [ -n "$baseline" ]; then
     port[fp-aes@$baseline]=28197; procs[fp-aes@$baseline]="$pid_fp_aes_base_out $pid_fp_aes_base_in"

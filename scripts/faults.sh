@@ -79,6 +79,7 @@ for role in in out; do
 ---
 version: 1
 threads: 1
+work_stealing: false
 grace_period_seconds: 1
 graceful_shutdown_timeout_seconds: 1
 upstream_keepalive_pool_size: 1024

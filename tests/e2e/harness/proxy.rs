@@ -70,7 +70,7 @@ impl Proxy {
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let pingora = format!(
-            "---\nversion: 1\nthreads: 2\ngrace_period_seconds: {grace}\ngraceful_shutdown_timeout_seconds: 1\npid_file: {0}/fp.pid\nupgrade_sock: {0}/fp_upgrade.sock\n",
+            "---\nversion: 1\nthreads: 2\nwork_stealing: false\ngrace_period_seconds: {grace}\ngraceful_shutdown_timeout_seconds: 1\npid_file: {0}/fp.pid\nupgrade_sock: {0}/fp_upgrade.sock\n",
             dir.display()
         );
         std::fs::write(dir.join("pingora.yaml"), pingora).expect("write conf");
