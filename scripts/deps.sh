@@ -7,12 +7,13 @@
 #   etcd-server: the discovery tests run a real etcd (3.4, its JSON gateway).
 #   python3-grpcio: the gRPC tests run a real gRPC server and client (grpcio
 #                   1.51, generic handlers over raw bytes: no protoc, no codegen).
+#   iproute2: the e2e harness asks `ss` which process listens on a port.
 #   rustfmt, clippy: the lint steps of .ci/run (with --lint).
 #   wrk, nginx: the load and the origin of the benchmarks (with --bench);
 #   python3: the hostile clients of scripts/faults.sh (scripts/attack.py).
 set -euo pipefail
 
-packages=(cmake curl etcd-server python3-grpcio)
+packages=(cmake curl etcd-server python3-grpcio iproute2)
 # --bench: the load tools of scripts/bench.sh and scripts/faults.sh too.
 for arg in "$@"; do
     [ "$arg" = "--bench" ] && packages+=(wrk nginx python3)

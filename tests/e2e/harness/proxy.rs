@@ -1,11 +1,12 @@
 //! Starts the real `fastproxy` binary on a generated config and stops it (by
 //! its PID) when dropped.
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A listener on a free loopback port (kept open until handed over).
@@ -13,10 +14,60 @@ pub fn listener() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").expect("bind")
 }
 
-/// A free loopback port (the listener is closed again: tiny race, retried by
-/// the caller's startup wait).
+/// Ports [`free_port`] handed out in this process.
+static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A free loopback port, never one handed out before in this process (the
+/// OS may offer a port again once its listener closed, and two tests of one
+/// run must not be told the same port). Another process can still take it
+/// before the proxy binds it: [`Proxy::start_with`] checks the proxy itself
+/// listens.
 pub fn free_port() -> u16 {
-    listener().local_addr().expect("addr").port()
+    loop {
+        let port = listener().local_addr().expect("addr").port();
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// True when process `pid` holds a socket listening on 127.0.0.1:`port`: a
+/// successful connect only says that someone listens there. The listening
+/// sockets come from `ss` (netlink: only the listening table is read), or
+/// from `/proc/net/tcp` where `ss` is missing; their inodes are looked up
+/// among the process's descriptors.
+pub fn listens(pid: u32, port: u16) -> bool {
+    let sockets = listening_inodes(port);
+    if sockets.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| sockets.iter().any(|inode| target.as_os_str() == format!("socket:[{inode}]").as_str()))
+    })
+}
+
+/// Inodes of the sockets listening on TCP `port`.
+fn listening_inodes(port: u16) -> Vec<String> {
+    let ss = Command::new("ss").args(["-ltnHe", &format!("sport = :{port}")]).stderr(Stdio::null()).output();
+    if let Some(out) = ss.ok().filter(|o| o.status.success()) {
+        // "LISTEN 0 128 127.0.0.1:PORT 0.0.0.0:* ino:123 sk:…"
+        return String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|field| field.strip_prefix("ino:").map(str::to_owned))
+            .collect();
+    }
+    // "sl: 0100007F:PORT 00000000:0000 0A … inode …": a listening socket
+    // has no remote end and state 0A. (This table holds every socket, also
+    // the many thousand in TIME_WAIT a test run leaves: slower.)
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else { return Vec::new() };
+    let needle = format!(":{port:04X} 00000000:0000 0A ");
+    table
+        .lines()
+        .filter(|line| line.contains(&needle))
+        .filter_map(|line| line.split_whitespace().nth(9).map(str::to_owned))
+        .collect()
 }
 
 /// An address where nothing listens: connecting is refused at once. (No test
@@ -79,11 +130,17 @@ impl Proxy {
         let mut proxy = Proxy { child, log_name: "fastproxy.log", _dir: Arc::new(TempDir(dir.clone())), dir };
         let deadline = Instant::now() + Duration::from_secs(20);
         for port in ports {
-            while TcpStream::connect(addr(*port)).is_err() {
+            // This proxy, not another process that took the port meanwhile
+            // (its answers would fail the test in puzzling ways).
+            while !(TcpStream::connect(addr(*port)).is_ok() && listens(proxy.pid(), *port)) {
                 if let Ok(Some(status)) = proxy.child.try_wait() {
                     panic!("fastproxy exited ({status}) during startup:\n{}", proxy.log());
                 }
-                assert!(Instant::now() < deadline, "fastproxy did not listen on {port}:\n{}", proxy.log());
+                assert!(
+                    Instant::now() < deadline,
+                    "fastproxy did not listen on {port} (another process holds it if the log says it is in use):\n{}",
+                    proxy.log()
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -202,5 +259,27 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listens_tells_the_owner_of_a_port() {
+        let held = listener();
+        let port = held.local_addr().expect("addr").port();
+        assert!(listens(std::process::id(), port), "this process listens on {port}");
+        assert!(!listens(1, port), "init does not");
+        drop(held);
+        assert!(!listens(std::process::id(), port), "closed");
+    }
+
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        let ports: Vec<u16> = (0..300).map(|_| free_port()).collect();
+        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
     }
 }
