@@ -248,16 +248,6 @@ pub fn head_len(req: &RequestHeader) -> u64 {
     (line + headers + 2) as u64
 }
 
-/// The `x-fp` header's value, marked never to be indexed: over HTTP/2 each
-/// message's envelope is unique (nonce, signature), so HPACK would only churn
-/// its dynamic table with it, evicting the names and values that do repeat
-/// (RFC 7541 §7.1.3). A value that is not a valid header value is `None`.
-pub fn envelope_value(value: String) -> Option<HeaderValue> {
-    let mut v = HeaderValue::try_from(value).ok()?;
-    v.set_sensitive(true);
-    Some(v)
-}
-
 /// A header's value as text, when present and visible ASCII.
 pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())

@@ -615,7 +615,6 @@ impl Inbound {
         let (sig, sealer) = acc.snap.config.keys.seal(&env, CompressOptions::default()).map_err(ProxyError::Request)?;
         let value = env.header_value(&sig);
         log::debug!(target: WIRE, "sealed response: {status}\n  {HEADER}: {value}");
-        let value = h::envelope_value(value).ok_or(ProxyError::Internal)?;
         resp.insert_header(HEADER, value).map_err(|_| ProxyError::Internal)?;
         if bodyless {
             if let (Some(n), true) = (length, *method == pingora::http::Method::HEAD) {

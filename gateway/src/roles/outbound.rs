@@ -483,7 +483,6 @@ impl Outbound {
         let (sig, mut sealer) = plan.snap.config.keys.seal(&env, plan.seal.compress).map_err(ProxyError::Request)?;
         let value = env.header_value(&sig);
         log::debug!(target: WIRE, "sealed request: {} {}\n  {HEADER}: {value}", req.method, req.uri);
-        let value = h::envelope_value(value).ok_or(ProxyError::Internal)?;
         up.insert_header(HEADER, value).map_err(|_| ProxyError::Internal)?;
 
         ctx.body_in = 0;
