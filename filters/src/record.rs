@@ -131,6 +131,13 @@ impl Sealer {
         self.poison_on(r)
     }
 
+    /// True when `len` more bytes complete the signed length: the chunk that
+    /// brings them is the body's last, and [`Sealer::seal_final`] can end the
+    /// body with it (unless trailers are to follow).
+    pub fn completes(&self, len: usize) -> bool {
+        matches!(self.phase, Phase::Sealing) && self.declared.is_some_and(|n| self.total + len as u64 == n)
+    }
+
     /// Writes buffered bytes as a (non-final) record now, for streams whose
     /// chunks must not wait for a full record. No-op when nothing is buffered.
     pub fn flush(&mut self, out: &mut BytesMut) -> Result<()> {

@@ -200,3 +200,34 @@ fn seal_final_writes_what_seal_then_finish_writes() {
         assert_eq!(sealer.seal_final(&body(size, 1), &mut wire), Err(Error::LengthMismatch));
     }
 }
+
+#[test]
+fn a_piece_that_completes_the_signed_length_can_end_the_body() {
+    // What the proxies do when the last piece arrives before the end is
+    // signalled: seal_final on the piece that completes the length, and no
+    // finish after it. Same wire as seal + finish.
+    let keys = ring();
+    let env = request(Some(Algorithm::Aes256Gcm), Codec::None, Some(3000), 6);
+    let (sig, mut sealer) = keys.seal(&env, CompressOptions::default()).unwrap();
+    let (_, mut reference) = keys.seal(&env, CompressOptions::default()).unwrap();
+    let (first, last) = (body(1000, 1), body(2000, 2));
+    let mut wire = bytes::BytesMut::new();
+    assert!(!sealer.completes(first.len()));
+    sealer.seal(&first, &mut wire).unwrap();
+    assert!(!sealer.completes(last.len() - 1) && !sealer.completes(last.len() + 1));
+    assert!(sealer.completes(last.len()));
+    sealer.seal_final(&last, &mut wire).unwrap();
+    assert!(!sealer.completes(0), "finished");
+    let mut expected = bytes::BytesMut::new();
+    reference.seal(&first, &mut expected).unwrap();
+    reference.seal(&last, &mut expected).unwrap();
+    reference.finish(&mut expected).unwrap();
+    assert!(wire == expected);
+    let mut plain = first.clone();
+    plain.extend_from_slice(&last);
+    assert_eq!(open(&keys, &env, &sig, &wire, 0).unwrap(), plain);
+    // A body of unknown length is never complete before its end.
+    let env = request(Some(Algorithm::Aes256Gcm), Codec::None, None, 7);
+    let (_, sealer) = keys.seal(&env, CompressOptions::default()).unwrap();
+    assert!(!sealer.completes(0) && !sealer.completes(10));
+}

@@ -101,6 +101,9 @@ pub struct Ctx {
     /// The current attempt's whole sealed body, when sealed up front.
     presealed: Option<Bytes>,
     sealer: Option<Sealer>,
+    /// The piece that completed the signed length, held (not copied) until
+    /// the end of the body is signalled: then sealed as the final record.
+    last_piece: Option<Bytes>,
     body_in: u64,
     sent_nonce: Option<Nonce>,
     reply: Reply,
@@ -123,6 +126,7 @@ impl ProxyHttp for Outbound {
             small_body: None,
             presealed: None,
             sealer: None,
+            last_piece: None,
             body_in: 0,
             sent_nonce: None,
             reply: Reply::Pending,
@@ -208,11 +212,20 @@ impl ProxyHttp for Outbound {
         }
         let (Some(sealer), Some(plan)) = (ctx.sealer.as_mut(), ctx.plan.as_ref()) else { return Ok(()) };
         let mut out = BytesMut::new();
+        let last_piece = &mut ctx.last_piece;
         let result = (|| {
-            if let Some(chunk) = body.take() {
+            if let Some(chunk) = body.take().filter(|c| !c.is_empty()) {
                 ctx.body_in += chunk.len() as u64;
                 if ctx.body_in > plan.max_body {
                     return Err(ProxyError::BodyTooLarge);
+                }
+                if let Some(held) = last_piece.take() {
+                    // More than the signed length: sealing it fails below.
+                    sealer.seal(&held, &mut out).map_err(ProxyError::Request)?;
+                }
+                if !end_of_stream && sealer.completes(chunk.len()) {
+                    *last_piece = Some(chunk);
+                    return Ok(());
                 }
                 sealer.seal(&chunk, &mut out).map_err(ProxyError::Request)?;
                 // A body of unknown length is a stream (an upload in pieces,
@@ -223,7 +236,13 @@ impl ProxyHttp for Outbound {
                 }
             }
             if end_of_stream {
-                sealer.finish(&mut out).map_err(ProxyError::Request)?;
+                // The last piece sealed straight from it, in one record with
+                // the end (one DATA frame with END_STREAM over HTTP/2).
+                match last_piece.take() {
+                    Some(held) => sealer.seal_final(&held, &mut out),
+                    None => sealer.finish(&mut out),
+                }
+                .map_err(ProxyError::Request)?;
             }
             Ok(())
         })();
@@ -489,6 +508,7 @@ impl Outbound {
         ctx.sent_nonce = Some(nonce);
         ctx.presealed = None;
         ctx.sealer = None;
+        ctx.last_piece = None;
         if let Some(plain) = &ctx.small_body {
             let mut sealed = BytesMut::with_capacity(plain.len() + filters::record::RECORD_OVERHEAD);
             sealer.seal_final(plain, &mut sealed).map_err(ProxyError::Request)?;
