@@ -30,7 +30,7 @@ impl AgeIndex {
     /// An empty index for timestamps spread over about `span_ms`.
     pub(crate) fn new(span_ms: u64) -> Self {
         AgeIndex {
-            width: (span_ms / BUCKETS as u64 + 1).max(1),
+            width: span_ms / BUCKETS as u64 + 1,
             buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
             lo: 0,
             hi: 0,
@@ -103,15 +103,12 @@ impl AgeIndex {
     /// `gone`.
     pub(crate) fn expire(&mut self, oldest_fresh: u64, mut gone: impl FnMut(u64)) {
         while let Some(s) = self.first() {
-            let end = self.lo.saturating_add(1).saturating_mul(self.width);
+            // A bucket that ends before `oldest_fresh` empties whole, and
+            // the next may hold stale entries too; otherwise later buckets
+            // are all fresh.
+            let whole = self.lo.saturating_add(1).saturating_mul(self.width) <= oldest_fresh;
             let bucket = &mut self.buckets[s];
             let before = bucket.len();
-            if end <= oldest_fresh {
-                bucket.drain(..).for_each(|(_, d)| gone(d));
-                release(bucket);
-                self.len -= before;
-                continue;
-            }
             bucket.retain(|&(ts, d)| {
                 let fresh = ts >= oldest_fresh;
                 if !fresh {
@@ -123,7 +120,9 @@ impl AgeIndex {
             if bucket.is_empty() {
                 release(bucket);
             }
-            return;
+            if !whole {
+                return;
+            }
         }
     }
 

@@ -11,7 +11,7 @@
 //! the FINAL flag (authenticated as AAD) detects truncation; the per-message
 //! body key detects records spliced in from another message.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::aead::{BodyKey, TAG_LEN};
 use crate::codec::{self, Codec, CompressOptions};
@@ -76,6 +76,9 @@ pub struct Sealer {
     opts: CompressOptions,
     seq: u64,
     pending: Vec<u8>,
+    /// The piece that completed the signed length, held as it is until the
+    /// end ([`Sealer::seal_piece`]).
+    held: Option<Bytes>,
     scratch: Vec<u8>,
     total: u64,
     declared: Option<u64>,
@@ -97,6 +100,7 @@ impl Sealer {
             opts,
             seq: 0,
             pending: Vec::new(),
+            held: None,
             scratch: Vec::new(),
             total: 0,
             declared,
@@ -129,6 +133,41 @@ impl Sealer {
         self.phase = Phase::Finished;
         let r = self.emit(input, true, out);
         self.poison_on(r)
+    }
+
+    /// Seals one piece of a body as it arrives (`piece`, none for an empty
+    /// piece) and, when it is the last (`end`), ends the body: the loop both
+    /// roles drive, once per piece. With `flush`, a piece leaves at once as
+    /// its own record (a stream). Without, the piece that completes the
+    /// signed length usually comes before the end is signalled: it is held
+    /// as it is (no copy) and sealed straight from it with the end, as the
+    /// final record. The records are those of [`Sealer::seal`] and
+    /// [`Sealer::finish`].
+    pub fn seal_piece(&mut self, piece: Option<Bytes>, end: bool, flush: bool, out: &mut BytesMut) -> Result<()> {
+        if let Some(piece) = piece.filter(|p| !p.is_empty()) {
+            if let Some(held) = self.held.take() {
+                // More than the signed length: sealing it fails below.
+                self.seal(&held, out)?;
+            }
+            if end {
+                return self.seal_final(&piece, out);
+            }
+            if !flush && self.completes(piece.len()) {
+                self.held = Some(piece);
+                return Ok(());
+            }
+            self.seal(&piece, out)?;
+            if flush {
+                self.flush(out)?;
+            }
+        }
+        if end {
+            return match self.held.take() {
+                Some(held) => self.seal_final(&held, out),
+                None => self.finish(out),
+            };
+        }
+        Ok(())
     }
 
     /// True when `len` more bytes complete the signed length: the chunk that
@@ -180,6 +219,9 @@ impl Sealer {
         }
         if self.declared == Some(0) || block.len() > crate::trailers::MAX_BLOCK {
             return self.poison_on(Err(Error::InvalidState));
+        }
+        if let Some(held) = self.held.take() {
+            self.seal(&held, out)?;
         }
         self.phase = Phase::Finished;
         let pending = std::mem::take(&mut self.pending);

@@ -184,9 +184,6 @@ pub struct Ctx {
     body: Body,
     body_started: bool,
     reply: Option<Sealer>,
-    /// The response piece that completed the signed length, held (not
-    /// copied) until the end is signalled: then sealed as the final record.
-    last_piece: Option<Bytes>,
     flush_records: bool,
     /// Set when a verified request is refused before it was accepted: its
     /// refusal is signed for it.
@@ -210,7 +207,6 @@ impl ProxyHttp for Inbound {
             body: Body::Empty,
             body_started: false,
             reply: None,
-            last_piece: None,
             flush_records: false,
             reply_to: None,
         }
@@ -359,36 +355,9 @@ impl ProxyHttp for Inbound {
         super::check_body_deadline(&mut ctx.ex.error, deadline, end_of_stream)?;
         let Some(sealer) = ctx.reply.as_mut() else { return Ok(None) };
         let mut out = BytesMut::new();
-        let result = (|| {
-            if let Some(chunk) = body.take().filter(|c| !c.is_empty()) {
-                if let Some(held) = ctx.last_piece.take() {
-                    // More than the signed length: sealing it fails below.
-                    sealer.seal(&held, &mut out)?;
-                }
-                // Without flushed records (an HTTP/1.1 callee of known
-                // length) no trailers can follow: the piece that completes
-                // the length is the last one, held until the end.
-                if !end_of_stream && !ctx.flush_records && sealer.completes(chunk.len()) {
-                    ctx.last_piece = Some(chunk);
-                    return Ok(());
-                }
-                if end_of_stream {
-                    // Sealed straight from it, with the end.
-                    return sealer.seal_final(&chunk, &mut out);
-                }
-                sealer.seal(&chunk, &mut out)?;
-                if ctx.flush_records {
-                    sealer.flush(&mut out)?;
-                }
-            }
-            if end_of_stream {
-                return match ctx.last_piece.take() {
-                    Some(held) => sealer.seal_final(&held, &mut out),
-                    None => sealer.finish(&mut out),
-                };
-            }
-            Ok(())
-        })();
+        // Without flushed records (an HTTP/1.1 callee of known length) no
+        // trailers can follow, so the sealer may hold the last piece.
+        let result = sealer.seal_piece(body.take(), end_of_stream, ctx.flush_records, &mut out);
         if let Err(e) = result {
             log::warn!(target: "fastproxy::inbound", "aborting response: {e}");
             let e = ProxyError::UpstreamFailed;

@@ -101,9 +101,6 @@ pub struct Ctx {
     /// The current attempt's whole sealed body, when sealed up front.
     presealed: Option<Bytes>,
     sealer: Option<Sealer>,
-    /// The piece that completed the signed length, held (not copied) until
-    /// the end of the body is signalled: then sealed as the final record.
-    last_piece: Option<Bytes>,
     body_in: u64,
     sent_nonce: Option<Nonce>,
     reply: Reply,
@@ -126,7 +123,6 @@ impl ProxyHttp for Outbound {
             small_body: None,
             presealed: None,
             sealer: None,
-            last_piece: None,
             body_in: 0,
             sent_nonce: None,
             reply: Reply::Pending,
@@ -212,39 +208,17 @@ impl ProxyHttp for Outbound {
         }
         let (Some(sealer), Some(plan)) = (ctx.sealer.as_mut(), ctx.plan.as_ref()) else { return Ok(()) };
         let mut out = BytesMut::new();
-        let last_piece = &mut ctx.last_piece;
         let result = (|| {
-            if let Some(chunk) = body.take().filter(|c| !c.is_empty()) {
-                ctx.body_in += chunk.len() as u64;
-                if ctx.body_in > plan.max_body {
-                    return Err(ProxyError::BodyTooLarge);
-                }
-                if let Some(held) = last_piece.take() {
-                    // More than the signed length: sealing it fails below.
-                    sealer.seal(&held, &mut out).map_err(ProxyError::Request)?;
-                }
-                if !end_of_stream && sealer.completes(chunk.len()) {
-                    *last_piece = Some(chunk);
-                    return Ok(());
-                }
-                sealer.seal(&chunk, &mut out).map_err(ProxyError::Request)?;
-                // A body of unknown length is a stream (an upload in pieces,
-                // a long poll): what the app sent goes on now, as its own
-                // record, instead of waiting for 64 KiB or the end.
-                if plan.length.is_none() && !end_of_stream {
-                    sealer.flush(&mut out).map_err(ProxyError::Request)?;
-                }
+            let chunk = body.take();
+            ctx.body_in += chunk.as_ref().map_or(0, |c| c.len() as u64);
+            if ctx.body_in > plan.max_body {
+                return Err(ProxyError::BodyTooLarge);
             }
-            if end_of_stream {
-                // The last piece sealed straight from it, in one record with
-                // the end (one DATA frame with END_STREAM over HTTP/2).
-                match last_piece.take() {
-                    Some(held) => sealer.seal_final(&held, &mut out),
-                    None => sealer.finish(&mut out),
-                }
-                .map_err(ProxyError::Request)?;
-            }
-            Ok(())
+            // A body of unknown length is a stream (an upload in pieces, a
+            // long poll): what the app sent goes on now, as its own record,
+            // instead of waiting for 64 KiB or the end.
+            let stream = plan.length.is_none();
+            sealer.seal_piece(chunk, end_of_stream, stream, &mut out).map_err(ProxyError::Request)
         })();
         if let Err(e) = result {
             return Err(ctx.ex.fail(e));
@@ -508,7 +482,6 @@ impl Outbound {
         ctx.sent_nonce = Some(nonce);
         ctx.presealed = None;
         ctx.sealer = None;
-        ctx.last_piece = None;
         if let Some(plain) = &ctx.small_body {
             let mut sealed = BytesMut::with_capacity(plain.len() + filters::record::RECORD_OVERHEAD);
             sealer.seal_final(plain, &mut sealed).map_err(ProxyError::Request)?;
