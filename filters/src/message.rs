@@ -23,6 +23,17 @@ impl KeyRing {
         Ok((sig, Sealer::new(key, env.codec, opts, env.length)))
     }
 
+    /// Signs `env` with the keys it names, for a message signed as empty
+    /// (`env.length` is `Some(0)`): it has no records, so no body key.
+    pub fn sign_empty(&self, env: &Envelope<'_>) -> Result<Signature> {
+        if env.length != Some(0) {
+            return Err(Error::InvalidState);
+        }
+        let sign_key = self.sign(env.sign_key)?;
+        self.aead_for(env)?;
+        Ok(sign::sign(sign_key, env))
+    }
+
     /// Verifies a received envelope's signature, in constant time, with the
     /// keys it names. Freshness and replay are checked separately, after this
     /// (see [`crate::replay::ReplayGuard`]); policy (which keys and

@@ -231,3 +231,18 @@ fn a_piece_that_completes_the_signed_length_can_end_the_body() {
     let (_, sealer) = keys.seal(&env, CompressOptions::default()).unwrap();
     assert!(!sealer.completes(0) && !sealer.completes(10));
 }
+
+#[test]
+fn sign_empty_signs_what_seal_signs_for_an_empty_body_only() {
+    let keys = ring();
+    for alg in ALGS {
+        let env = request(alg, Codec::None, Some(0), 7);
+        let (sig, _) = keys.seal(&env, CompressOptions::default()).unwrap();
+        assert_eq!(keys.sign_empty(&env).unwrap(), sig, "{alg:?}");
+        assert!(keys.verify(&env, &sig).is_ok());
+        for length in [None, Some(1)] {
+            let env = request(alg, Codec::None, length, 7);
+            assert_eq!(keys.sign_empty(&env), Err(Error::InvalidState), "{alg:?} {length:?}");
+        }
+    }
+}

@@ -362,6 +362,11 @@ pub fn to_pingora(err: &ProxyError) -> Box<pingora::Error> {
     pingora::Error::explain(pingora::ErrorType::HTTPStatus(err.status()), err.code())
 }
 
+/// Pingora's error for a sealed response that ended with its header section
+/// before its records (`roles::headers_end`): the caller sees
+/// `bad_response`, as for any truncated body.
+pub const ENDED_AT_HEADERS: pingora::ErrorType = pingora::ErrorType::Custom("sealed response ended with its headers");
+
 /// Maps a Pingora failure to the error the caller sees. `decided` is the
 /// error a hook already chose, if any; `now_ms` the time (ms since the
 /// epoch), to tell a passed deadline.
@@ -381,6 +386,7 @@ pub fn classify(
         return Some(ProxyError::RequestTimeout);
     }
     Some(match e.etype() {
+        t if *t == ENDED_AT_HEADERS => ProxyError::Response(filters::Error::Truncated),
         pingora::ErrorType::ConnectTimedout
         | pingora::ErrorType::ConnectRefused
         | pingora::ErrorType::ConnectNoRoute

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::config::{caller, Options, Pair};
 use crate::harness::grpc::{call, curl, frame, GrpcServer};
+use crate::harness::h2_callee::{h2_get, H2Callee, H2Response};
 use crate::harness::h2_relay::TrailerTamper;
 
 const CALLEE: &str = "token_service";
@@ -202,4 +203,76 @@ fn h2c_and_http1_share_each_port_and_h2_can_run_between_the_proxies() {
             assert_eq!(r.header("x-fp-error-code"), Some("malformed"));
         }
     }
+}
+
+/// A GET of `path` below the service over h2c through `pair`, as `who`.
+fn h2_call(pair: &Pair, who: &str, path: &str) -> H2Response {
+    let r = h2_get(pair.out_addr, &format!("/{CALLEE}/{path}"), &[("x-fp-caller", who)]);
+    r.unwrap_or_else(|e| panic!("{path}: {e}\n{}\n{}", pair.outbound.log(), pair.inbound.log()))
+}
+
+/// Pairs in front of an HTTP/2 callee (`hop`: the protocol between the
+/// proxies), through an HTTP/2 relay when asked.
+fn h2_callee_pair(callee: &H2Callee, hop: &str, h2_relay: bool) -> Pair {
+    Pair::start(Options {
+        dead_callees: Some(vec![callee.addr]),
+        pool: "protocol: h2".into(),
+        outbound_pool: format!("protocol: {hop}"),
+        h2_relay,
+        ..Options::default()
+    })
+}
+
+#[test]
+fn an_http2_callee_s_empty_responses_reach_the_caller() {
+    let callee = H2Callee::start();
+    let who = caller("aes", "none");
+    for hop in ["h2", "http1"] {
+        let pair = h2_callee_pair(&callee, hop, false);
+        // Over an HTTP/1.1 hop trailers cannot reach an HTTP/2 caller
+        // (CONFIG.md); the bodies still do.
+        let trailer = (hop == "h2").then_some("yes");
+        for (path, body, trailer, why) in [
+            ("hello", &b"hello"[..], trailer, "a body with trailers: both cross (the trailer record)"),
+            ("no-trailers", b"hello", None, "a body of known length"),
+            // The length is left out of the signature, so the trailers
+            // cross in the trailer record like any others.
+            ("empty-then-trailers", b"", trailer, "content-length: 0, then trailers"),
+            ("ends-with-headers", b"", None, "END_STREAM on the headers, no length: empty, not truncated"),
+        ] {
+            let r = h2_call(&pair, &who, path);
+            let got = r.trailers.as_ref().and_then(|t| t.get("x-done")).and_then(|v| v.to_str().ok());
+            assert_eq!((r.status, r.body.as_slice(), got), (200, body, trailer), "{hop}, {why}: {:?}", r.headers);
+
+            // The same for an HTTP/1.1 caller, who gets no trailers.
+            use crate::harness::client::{send, Request};
+            let r = send(pair.out_addr, Request::new("GET", &format!("/{CALLEE}/{path}")).header("x-fp-caller", &who));
+            let r = r.unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!((r.status, r.body.as_slice()), (200, body), "{hop}, {why}, HTTP/1.1: {:?}", r.text());
+        }
+    }
+}
+
+#[test]
+fn a_sealed_response_cut_after_its_headers_is_refused() {
+    let callee = H2Callee::start();
+    let pair = h2_callee_pair(&callee, "h2", true);
+    let relay = pair.h2_relay.as_ref().expect("relay");
+    let who = caller("aes", "none");
+    let get = |path: &str| h2_call(&pair, &who, path);
+    assert_eq!(get("no-trailers").body, b"hello", "through the relay, untouched");
+
+    // The relay ends the sealed response with its headers: its records
+    // never come, so the caller must not get an empty 200 for it.
+    relay.set(TrailerTamper::CutAfterHeaders);
+    for path in ["no-trailers", "hello"] {
+        let r = get(path);
+        assert_eq!(r.status, 502, "{path}: {:?} {:?}", r.headers, String::from_utf8_lossy(&r.body));
+        assert_eq!(r.headers.get("x-fp-error-code").map(|v| v.as_bytes()), Some(&b"bad_response"[..]), "{path}");
+    }
+
+    // A response the callee ended with its headers is signed as empty, so
+    // the same cut changes nothing.
+    let r = get("ends-with-headers");
+    assert_eq!((r.status, r.body.len()), (200, 0), "{:?}", r.headers);
 }

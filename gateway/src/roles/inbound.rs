@@ -25,6 +25,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, Result};
 
+use super::headers_end::{self, AtEnd};
 use super::refuse::{self, ReplyTo};
 use super::trailers;
 use super::{hex_prefix, Exchange, WIRE};
@@ -194,11 +195,14 @@ pub struct Ctx {
 impl ProxyHttp for Inbound {
     type CTX = Ctx;
 
-    /// No downstream modules: Pingora's default adds a (disabled) response
-    /// compression module whose per-request context costs allocations; the
+    /// One downstream module: [`headers_end`], which sees a response end
+    /// with its header section. Not Pingora's default (a disabled response
+    /// compression module whose per-request context costs allocations): the
     /// codec compresses on the sealed link, and the app link stays as the
     /// callee answered.
-    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        modules.add_module(Box::new(headers_end::HeadersEndBuilder));
+    }
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
@@ -559,7 +563,7 @@ impl Inbound {
 
     /// Signs the callee's response (bound to the request's nonce), replaces
     /// its framing, and prepares the sealer.
-    fn seal_response(&self, session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
+    fn seal_response(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
         let acc = ctx.accepted.as_ref().ok_or(ProxyError::Internal)?;
         if acc.passthrough {
             h::strip_hop_by_hop(resp);
@@ -567,11 +571,20 @@ impl Inbound {
         }
         let status = resp.status.as_u16();
         let method = &session.req_header().method;
-        let bodyless = h::bodyless_response(method, status);
+        let (bodyless, head) = (h::bodyless_response(method, status), *method == pingora::http::Method::HEAD);
         // A gRPC response with its status in the header section is
         // trailers-only: it ended with its headers, it has no body.
-        let trailers_only = resp.version == ::http::Version::HTTP_2 && resp.headers.contains_key("grpc-status");
-        let length = if trailers_only { Some(0) } else { h::content_length(&resp.headers) };
+        let h2 = resp.version == ::http::Version::HTTP_2;
+        let trailers_only = h2 && resp.headers.contains_key("grpc-status");
+        let length = match h::content_length(&resp.headers) {
+            _ if trailers_only => Some(0),
+            // An empty HTTP/2 body may still end in trailers, which a body
+            // signed as empty could not carry (PROTOCOL.md §6.5): its length
+            // is left out. If the response ends with its headers instead, it
+            // goes out signed as empty after all (below).
+            Some(0) if h2 && !bodyless => None,
+            length => length,
+        };
         // A type that is not text is dropped, as it always was.
         let value = resp.headers.get(::http::header::CONTENT_TYPE).filter(|v| v.to_str().is_ok());
         let content_type = h::sealable_content_type(value).map_err(|_| ProxyError::UpstreamFailed)?.unwrap_or_default();
@@ -600,18 +613,35 @@ impl Inbound {
             length,
             deadline_ms: None,
         };
-        let (sig, sealer) = acc.snap.config.keys.seal(&env, CompressOptions::default()).map_err(ProxyError::Request)?;
+        let keys = &acc.snap.config.keys;
+        let (sig, sealer) = keys.seal(&env, CompressOptions::default()).map_err(ProxyError::Request)?;
         let value = env.header_value(&sig);
         log::debug!(target: WIRE, "sealed response: {status}\n  {HEADER}: {value}");
         resp.insert_header(HEADER, value).map_err(|_| ProxyError::Internal)?;
+        // Unknown length: a streaming response (events, long poll, gRPC) —
+        // every chunk goes out as its own record at once. So does every
+        // HTTP/2 response, which may end in trailers: nothing is held back
+        // when the trailer record is written.
+        ctx.flush_records = length.is_none() || h2;
+        // An HTTP/2 callee may end a response of unknown length with its
+        // headers: then it goes out signed as what it is, empty.
+        if length.is_none() && !bodyless && h2 {
+            let empty = Envelope { length: Some(0), nonce: self.nonces.next_nonce(), ..env };
+            let sig = keys.sign_empty(&empty).map_err(ProxyError::Request)?;
+            let value = HeaderValue::from_str(&empty.header_value(&sig)).map_err(|_| ProxyError::Internal)?;
+            headers_end::at_end(session, AtEnd::SendEmpty(value));
+        }
         if bodyless {
-            if let (Some(n), true) = (length, *method == pingora::http::Method::HEAD) {
+            if let (Some(n), true) = (length, head) {
                 h::set_framing(resp, Some(n))?;
             }
         } else {
+            // The sealed size is known only when records are cut at fixed
+            // points: not when they leave as the callee's chunks come, nor
+            // when a trailer record may end them.
             let exact = match (length, acc.codec) {
                 (Some(0), _) => Some(0),
-                (Some(n), Codec::None) => Some(filters::sealed_len(n)),
+                (Some(n), Codec::None) if !ctx.flush_records => Some(filters::sealed_len(n)),
                 _ => None,
             };
             // A response always says its length, an empty one too.
@@ -620,11 +650,6 @@ impl Inbound {
                 resp.insert_header("content-type", h::SEALED_CONTENT_TYPE).map_err(|_| ProxyError::Internal)?;
             }
         }
-        // Unknown length: a streaming response (events, long poll, gRPC) —
-        // every chunk goes out as its own record at once. So does every
-        // HTTP/2 response, which may end in trailers: nothing is held back
-        // when the trailer record is written.
-        ctx.flush_records = length.is_none() || resp.version == ::http::Version::HTTP_2;
         ctx.reply = (!bodyless).then_some(sealer);
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! classification, error responses, access logs.
 
 mod exchange;
+pub mod headers_end;
 pub mod inbound;
 pub mod outbound;
 pub mod refuse;

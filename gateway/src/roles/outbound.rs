@@ -21,6 +21,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, Result};
 
+use super::headers_end::{self, AtEnd};
 use super::{hex_prefix, trailers, Exchange, WIRE};
 use crate::config::{Name, Seal};
 use crate::error::{self, ProxyError, Role, ERROR_CODE, ERROR_SOURCE};
@@ -110,11 +111,14 @@ pub struct Ctx {
 impl ProxyHttp for Outbound {
     type CTX = Ctx;
 
-    /// No downstream modules: Pingora's default adds a (disabled) response
-    /// compression module whose per-request context costs allocations; the
+    /// One downstream module: [`headers_end`], which sees a response end
+    /// with its header section. Not Pingora's default (a disabled response
+    /// compression module whose per-request context costs allocations): the
     /// codec compresses on the sealed link, and the app link stays as the
     /// callee answered.
-    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        modules.add_module(Box::new(headers_end::HeadersEndBuilder));
+    }
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
@@ -501,7 +505,7 @@ impl Outbound {
     }
 
     /// Verifies the inbound proxy's response and restores the callee's headers.
-    fn open_response(&self, session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
+    fn open_response(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<(), ProxyError> {
         let plan = ctx.plan.as_ref().ok_or(ProxyError::Internal)?;
         if plan.passthrough {
             h::strip_hop_by_hop(resp);
@@ -549,12 +553,17 @@ impl Outbound {
             (ct, None) => h::restored_content_type(ct).map_err(ProxyError::Response)?,
         };
         let method = &session.req_header().method;
-        let bodyless = h::bodyless_response(method, status);
+        let (bodyless, head) = (h::bodyless_response(method, status), *method == pingora::http::Method::HEAD);
         ctx.reply = if bodyless {
             Reply::Bodyless
         } else {
             Reply::Open(verified.opener(Limits { max_body: plan.max_response_body }))
         };
+        // Records are due unless the body was signed as empty: a response
+        // that ends with its headers instead is truncated.
+        if !bodyless && length != Some(0) {
+            headers_end::at_end(session, AtEnd::Refuse);
+        }
 
         h::strip_fp_headers(resp);
         h::strip_hop_by_hop(resp);
@@ -576,7 +585,7 @@ impl Outbound {
         }
         r.map_err(|_| ProxyError::Internal)?;
         match (bodyless, length) {
-            (true, Some(n)) if *method == pingora::http::Method::HEAD => h::set_framing(resp, Some(n)),
+            (true, Some(n)) if head => h::set_framing(resp, Some(n)),
             (true, _) => Ok(()),
             (false, length) => h::set_framing(resp, length),
         }

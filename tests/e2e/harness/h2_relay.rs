@@ -23,6 +23,10 @@ pub enum TrailerTamper {
     DropRecord,
     /// Add `grpc-status: 0` and `grpc-message: forged` beside the record.
     AddForgedStatus,
+    /// End each response with its header section (END_STREAM on HEADERS),
+    /// dropping its body and trailers: a truncation that leaves no partial
+    /// body behind.
+    CutAfterHeaders,
 }
 
 /// A running relay; stops with the test process.
@@ -35,25 +39,10 @@ pub struct H2Relay {
 
 impl H2Relay {
     pub fn start(to: SocketAddr) -> H2Relay {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
         let tamper = Arc::new(Mutex::new(TrailerTamper::None));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (t, s) = (tamper.clone(), seen.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                loop {
-                    let Ok((down, _)) = listener.accept().await else { continue };
-                    let (t, s) = (t.clone(), s.clone());
-                    tokio::spawn(async move {
-                        let _ = relay_connection(down, to, t, s).await;
-                    });
-                }
-            });
-        });
+        let addr = serve(move |down| relay_connection(down, to, t.clone(), s.clone()));
         H2Relay { addr, tamper, seen }
     }
 
@@ -62,7 +51,30 @@ impl H2Relay {
     }
 }
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Accepts connections on a new 127.0.0.1 port, on a thread of its own,
+/// and runs `handle` for each; returns the address.
+pub(crate) fn serve<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), Error>> + Send + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((conn, _)) = listener.accept().await else { continue };
+                tokio::spawn(handle(conn));
+            }
+        });
+    });
+    addr
+}
 
 async fn relay_connection(
     down: tokio::net::TcpStream,
@@ -103,7 +115,8 @@ async fn relay_stream(
     }
     let resp = resp.await?;
     let (parts, body) = resp.into_parts();
-    let end = body.is_end_stream();
+    let cut = *tamper.lock().unwrap() == TrailerTamper::CutAfterHeaders;
+    let end = body.is_end_stream() || cut;
     let send = respond.send_response(http::Response::from_parts(parts, ()), end)?;
     if !end {
         let t = *tamper.lock().unwrap();
@@ -156,5 +169,6 @@ fn change(trailers: &mut HeaderMap, t: TrailerTamper) {
             trailers.insert("grpc-status", "0".parse().expect("value"));
             trailers.insert("grpc-message", "forged".parse().expect("value"));
         }
+        TrailerTamper::CutAfterHeaders => {}
     }
 }

@@ -11,6 +11,7 @@ pub mod load;
 pub mod config;
 #[cfg(test)]
 pub mod grpc;
+pub mod h2_callee;
 pub mod h2_relay;
 #[cfg(test)]
 pub mod proxy;

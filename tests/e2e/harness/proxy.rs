@@ -119,6 +119,9 @@ impl Proxy {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::SeqCst)
         ));
+        // A failed test keeps its directory (to read); a later run whose
+        // process id is the same must not start on its journal and files.
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let pingora = format!(
             "---\nversion: 1\nthreads: 2\nwork_stealing: false\ngrace_period_seconds: {grace}\ngraceful_shutdown_timeout_seconds: 1\npid_file: {0}/fp.pid\nupgrade_sock: {0}/fp_upgrade.sock\n",
