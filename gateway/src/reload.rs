@@ -47,6 +47,10 @@ pub struct Reloader {
     last_failure: Mutex<Option<Failure>>,
     /// The remote layer, when the file names a remote source.
     remote: Option<Mutex<RemoteState>>,
+    /// The files the last reload from the file read, with what they looked
+    /// like before it read them, until the watch takes it (whatever
+    /// triggered the reload: the watch must not load the same files again).
+    last_read: Mutex<Option<(Vec<String>, Fingerprint)>>,
 }
 
 /// The remote layer in force and how its source is doing.
@@ -63,7 +67,14 @@ pub struct RemoteState {
 impl Reloader {
     /// A reloader into `shared`, of the file at `path` when there is one.
     pub fn new(path: Option<&str>, shared: Shared, metrics: Arc<Metrics>) -> Self {
-        Reloader { path: path.map(str::to_owned), shared, metrics, last_failure: Mutex::new(None), remote: None }
+        Reloader {
+            path: path.map(str::to_owned),
+            shared,
+            metrics,
+            last_failure: Mutex::new(None),
+            remote: None,
+            last_read: Mutex::new(None),
+        }
     }
 
     /// The same, layering the remote config `doc` from `settings` over the
@@ -94,24 +105,48 @@ impl Reloader {
     /// Reads the config file again and, if it is valid and can be applied
     /// live, makes it the current generation; returns its number.
     pub fn reload(&self, trigger: &'static str) -> Result<u64, Failure> {
-        self.record(trigger, || {
-            let path = self.path.as_deref().ok_or(("invalid", "the config did not come from a file".to_owned()))?;
-            let text = read_config(path).map_err(|e| ("invalid", e))?;
-            let doc = self.remote().map(|r| r.doc.clone());
-            let config = self.compose(&text, doc.as_ref())?;
-            self.install(config, &source_bytes(&text, doc.as_ref()), trigger)
+        self.reading_files(|| {
+            self.record(trigger, || {
+                let path = self.path.as_deref().ok_or(("invalid", "the config did not come from a file".to_owned()))?;
+                let text = read_config(path).map_err(|e| ("invalid", e))?;
+                let doc = self.remote().map(|r| r.doc.clone());
+                let config = self.compose(&text, doc.as_ref())?;
+                self.install(config, &source_bytes(&text, doc.as_ref()), trigger)
+            })
         })
+    }
+
+    /// Runs `read`, a reload that reads the watched files, and keeps what
+    /// they looked like **before** it read them (for the files watched from
+    /// now on): a change made while it ran is then still a change to the
+    /// watch's next poll, never taken for what was loaded.
+    fn reading_files<T>(&self, read: impl FnOnce() -> T) -> T {
+        let before: std::collections::HashMap<String, Option<(u64, SystemTime)>> =
+            self.watched().into_iter().map(|f| (f.clone(), stat(&f))).collect();
+        let out = read();
+        let files = self.watched();
+        let applied = files.iter().map(|f| before.get(f).copied().unwrap_or_else(|| stat(f))).collect();
+        *self.last_read.lock().unwrap_or_else(|p| p.into_inner()) = Some((files, applied));
+        out
+    }
+
+    /// What the last reload from the file read (see [`Reloader::reading_files`]),
+    /// once.
+    fn take_last_read(&self) -> Option<(Vec<String>, Fingerprint)> {
+        self.last_read.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Layers `doc`, a new version of the remote config, over the file; if
     /// the result is valid and can be applied live it becomes the current
     /// generation and the remote version in force (written to the cache).
     pub fn reload_remote(&self, doc: Doc) -> Result<u64, Failure> {
-        let outcome = self.record("remote", || {
-            let path = self.path.as_deref().ok_or(("invalid", "the config did not come from a file".to_owned()))?;
-            let text = read_config(path).map_err(|e| ("invalid", e))?;
-            let config = self.compose(&text, Some(&doc))?;
-            self.install(config, &source_bytes(&text, Some(&doc)), "remote")
+        let outcome = self.reading_files(|| {
+            self.record("remote", || {
+                let path = self.path.as_deref().ok_or(("invalid", "the config did not come from a file".to_owned()))?;
+                let text = read_config(path).map_err(|e| ("invalid", e))?;
+                let config = self.compose(&text, Some(&doc))?;
+                self.install(config, &source_bytes(&text, Some(&doc)), "remote")
+            })
         });
         if outcome.is_ok() {
             if let Some(mut r) = self.remote() {
@@ -290,18 +325,10 @@ fn stat(file: &str) -> Option<(u64, SystemTime)> {
     std::fs::metadata(file).ok().and_then(|m| Some((m.len(), m.modified().ok()?)))
 }
 
-/// Runs `reloader.reload(trigger)` off the async workers; returns the files
-/// to watch from now on and what they looked like **before** the reload read
-/// them: a change made while it ran (or before the watch saw the result) is
-/// then still a change to the next poll, never taken for what was loaded.
-async fn reload_files(reloader: &Arc<Reloader>, trigger: &'static str) -> (Vec<String>, Fingerprint) {
-    let before: std::collections::HashMap<String, Option<(u64, SystemTime)>> =
-        reloader.watched().into_iter().map(|f| (f.clone(), stat(&f))).collect();
+/// Runs `reloader.reload(trigger)` off the async workers.
+async fn reload_off_workers(reloader: &Arc<Reloader>, trigger: &'static str) {
     let r = reloader.clone();
     let _ = tokio::task::spawn_blocking(move || r.reload(trigger)).await;
-    let files = reloader.watched();
-    let applied = files.iter().map(|f| before.get(f).copied().unwrap_or_else(|| stat(f))).collect();
-    (files, applied)
 }
 
 /// The background service behind the triggers: SIGHUP always, and the file
@@ -345,23 +372,25 @@ impl BackgroundService for Triggers {
         loop {
             let poll = self.reloader.shared.load().config.reload.poll;
             tokio::select! {
-                _ = hup.recv() => {
-                    // A reload reads files and resolves host names: off the
-                    // async workers.
-                    (files, applied) = reload_files(&self.reloader, "SIGHUP").await;
-                    seen = fingerprint(&files);
-                    continue;
-                }
+                // A reload reads files and resolves host names: off the
+                // async workers.
+                _ = hup.recv() => reload_off_workers(&self.reloader, "SIGHUP").await,
                 _ = tokio::time::sleep(poll.max(Duration::from_millis(100))) => {}
                 _ = shutdown.changed() => return,
+            }
+            // Whatever reloaded the files (SIGHUP, `POST /reload`, the
+            // remote source, this watch), they are now as it read them.
+            if let Some(read) = self.reloader.take_last_read() {
+                (files, applied) = read;
+                seen = fingerprint(&files);
+                continue;
             }
             if !self.reloader.shared.load().config.reload.watch {
                 continue;
             }
             let now = fingerprint(&files);
             if now != applied && now == seen {
-                (files, applied) = reload_files(&self.reloader, "watch").await;
-                seen = fingerprint(&files);
+                reload_off_workers(&self.reloader, "watch").await;
                 continue;
             }
             seen = now;

@@ -331,3 +331,27 @@ fn a_watched_config_and_its_secret_files_reload_on_their_own() {
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(generation(pair.in_admin), 4);
 }
+
+#[test]
+fn a_reload_through_the_admin_listener_is_not_applied_again_by_the_watch() {
+    let pair = Pair::start(Options::default());
+    let base = pair.inbound.config_text();
+    let watched = format!("{base}reload: {{ watch: true, poll: 100ms }}\n");
+    let stays = |n: u64, why: &str| {
+        std::thread::sleep(Duration::from_millis(1000));
+        assert_eq!(generation(pair.in_admin), n, "{why}:\n{}", pair.inbound.log());
+    };
+    // Switched on by a SIGHUP reload: the watch starts from what it read.
+    assert_eq!(pair.inbound.reload(pair.in_admin, &watched)["generation"]["number"], 2);
+    stays(2, "the watch loaded the file SIGHUP had loaded");
+
+    // An edit applied at once through `POST /reload`: the watch must take
+    // the file as applied, not load it a second time.
+    let edited = edit_line(&watched, "    acl:", "path: /api/allowed", "path: /api/allowed2");
+    let tmp = pair.inbound.dir.join("fastproxy.yaml.new");
+    std::fs::write(&tmp, &edited).unwrap();
+    std::fs::rename(&tmp, pair.inbound.dir.join("fastproxy.yaml")).unwrap();
+    let r = send(pair.in_admin, Request::new("POST", "/reload")).expect("reload");
+    assert_eq!((r.status, generation(pair.in_admin)), (200, 3), "{}", r.text());
+    stays(3, "the watch loaded the file POST /reload had loaded");
+}
