@@ -201,11 +201,21 @@ if runs attacks; then
     attack_run "1100 idle, inbound under ulimit -n 1024, 20 s" 28212 in idle 1100 20
 fi
 
+e2e_failed=0
 if runs e2e; then
     echo "== e2e fault tests (release build)"
-    cargo test -q --release -p fastproxy --test e2e -- \
-        robustness:: connection_limits:: operations::an_upgrade_under_load_loses_no_request bombs:: 2>&1 |
-        grep -E "^failures:|^    [a-z_]+::|panicked at|^test result" | tail -30
+    # A build that fails is a failed run too, said so, with its errors.
+    if ! cargo test -q --release -p fastproxy --test e2e -- \
+        robustness:: connection_limits:: operations::an_upgrade_under_load_loses_no_request bombs:: \
+        >"$work/e2e.out" 2>&1; then
+        e2e_failed=1
+    fi
+    if [ "$e2e_failed" -eq 0 ]; then
+        grep -E "^failures:|^    [a-z_]+::|panicked at|^test result" "$work/e2e.out" | tail -30
+    else
+        echo "e2e fault tests FAILED; the end of their output:"
+        tail -40 "$work/e2e.out"
+    fi
 fi
 
 echo
@@ -225,4 +235,5 @@ if [ "${#attacks[@]}" -gt 0 ]; then
     printf '%s\n' "${attacks[@]}"
     echo "legitimate requests that failed during the attacks: $legit_errors"
 fi
-[ "$errors" -eq 0 ] && [ "$legit_errors" -eq 0 ]
+[ "$e2e_failed" -eq 0 ] || echo "e2e fault tests: FAILED"
+[ "$errors" -eq 0 ] && [ "$legit_errors" -eq 0 ] && [ "$e2e_failed" -eq 0 ]

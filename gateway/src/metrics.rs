@@ -7,14 +7,29 @@
 
 use std::time::Duration;
 
+use std::sync::OnceLock;
+
 use pingora_prometheus::prometheus::{
-    self, exponential_buckets, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    self, exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts,
 };
 
 use crate::error::Role;
 
+/// One role's series of the per-request metrics labelled by role only.
+struct RoleSeries {
+    duration: Histogram,
+    upstream_duration: Histogram,
+    bytes_in: IntCounter,
+    bytes_out: IntCounter,
+}
+
 /// Every metric fastproxy exports.
 pub struct Metrics {
+    /// Each role's series of the per-request metrics whose only label is
+    /// the role, looked up once (on the role's first request) instead of by
+    /// label on every request.
+    per_role: [OnceLock<RoleSeries>; 3],
     requests: IntCounterVec,
     duration: HistogramVec,
     upstream_duration: HistogramVec,
@@ -86,6 +101,7 @@ impl Metrics {
     /// Creates and registers every metric. Call once per process.
     pub fn register() -> prometheus::Result<Self> {
         Ok(Metrics {
+            per_role: Default::default(),
             requests: counter(
                 "fastproxy_requests_total",
                 "Requests handled, by role, caller, callee service and status class.",
@@ -244,12 +260,23 @@ impl Metrics {
             _ => "none",
         };
         self.requests.with_label_values(&[role, r.caller, r.service, class]).inc();
-        self.duration.with_label_values(&[role]).observe(r.total.as_secs_f64());
+        let slot = match r.role {
+            Role::Outbound => 0,
+            Role::Inbound => 1,
+            Role::Center => 2,
+        };
+        let series = self.per_role[slot].get_or_init(|| RoleSeries {
+            duration: self.duration.with_label_values(&[role]),
+            upstream_duration: self.upstream_duration.with_label_values(&[role]),
+            bytes_in: self.bytes.with_label_values(&[role, "in"]),
+            bytes_out: self.bytes.with_label_values(&[role, "out"]),
+        });
+        series.duration.observe(r.total.as_secs_f64());
         if let Some(u) = r.upstream {
-            self.upstream_duration.with_label_values(&[role]).observe(u.as_secs_f64());
+            series.upstream_duration.observe(u.as_secs_f64());
         }
-        self.bytes.with_label_values(&[role, "in"]).inc_by(r.bytes_in);
-        self.bytes.with_label_values(&[role, "out"]).inc_by(r.bytes_out);
+        series.bytes_in.inc_by(r.bytes_in);
+        series.bytes_out.inc_by(r.bytes_out);
         if let Some(code) = r.error {
             self.errors.with_label_values(&[role, code]).inc();
         }
