@@ -407,6 +407,9 @@ impl ProxyHttp for Inbound {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        // This proxy's own answer ends as it is written, whatever was
+        // decided for the upstream response's end.
+        headers_end::at_end(session, AtEnd::Pass);
         let Some(err) = ctx.ex.classify(e) else {
             return FailToProxy { error_code: 0, can_reuse_downstream: false };
         };

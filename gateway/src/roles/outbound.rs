@@ -323,6 +323,9 @@ impl ProxyHttp for Outbound {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        // This proxy's own answer ends as it is written, whatever was
+        // decided for the upstream response's end.
+        headers_end::at_end(session, AtEnd::Pass);
         let err = ctx.ex.classify(e);
         super::fail_to_proxy(session, Role::Outbound, err).await
     }
