@@ -238,6 +238,7 @@ fn an_http2_callee_s_empty_responses_reach_the_caller() {
             // The length is left out of the signature, so the trailers
             // cross in the trailer record like any others.
             ("empty-then-trailers", b"", trailer, "content-length: 0, then trailers"),
+            ("empty-data", b"", None, "content-length: 0, then an empty DATA frame with END_STREAM"),
             ("ends-with-headers", b"", None, "END_STREAM on the headers, no length: empty, not truncated"),
         ] {
             let r = h2_call(&pair, &who, path);

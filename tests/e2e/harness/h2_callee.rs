@@ -12,6 +12,8 @@ use http::{HeaderMap, HeaderValue, Response};
 /// - `…/empty-then-trailers`: 200, `content-length: 0`, no data, trailers
 ///   `x-done: yes`;
 /// - `…/ends-with-headers`: 200, no length, END_STREAM on the headers;
+/// - `…/empty-data`: 200, `content-length: 0`, one empty DATA frame that
+///   ends the stream;
 /// - `…/no-trailers`: 200, `content-length: 5`, the body `hello`;
 /// - anything else: 200, the body `hello` and the trailers `x-done: yes`.
 pub struct H2Callee {
@@ -52,6 +54,10 @@ async fn serve(conn: tokio::net::TcpStream) -> Result<(), Error> {
             } else if path.ends_with("/empty-then-trailers") {
                 if let Ok(mut send) = respond.send_response(head(Some("0")), false) {
                     let _ = send.send_trailers(trailers);
+                }
+            } else if path.ends_with("/empty-data") {
+                if let Ok(mut send) = respond.send_response(head(Some("0")), false) {
+                    let _ = send.send_data(Bytes::new(), true);
                 }
             } else if path.ends_with("/no-trailers") {
                 if let Ok(mut send) = respond.send_response(head(Some("5")), false) {
