@@ -145,4 +145,9 @@ fn a_modified_sealed_response_is_rejected_by_the_outbound_proxy() {
     }
     std::thread::sleep(Duration::from_millis(200));
     assert!(pair.outbound.log().contains("error=bad_response"), "{}", pair.outbound.log());
+    // The body dropped and the length set to 0 (the HTTP/1.1 form of a cut
+    // after the headers): its records were due, so it is not an empty answer.
+    pair.relay().tamper_next(Tamper::EmptyResponseBody);
+    let resp = post(&pair, &caller("aes", "none"), marked_body());
+    assert_eq!((resp.status, resp.header("x-fp-error-code")), (502, Some("bad_response")), "{}", resp.text());
 }

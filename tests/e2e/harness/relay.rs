@@ -39,6 +39,8 @@ pub enum Tamper {
     CutResponseAfter(usize),
     /// Set one field of the response's `x-fp` header.
     SetResponseField(&'static str, String),
+    /// Drop the response's body and say so: `content-length: 0`.
+    EmptyResponseBody,
 }
 
 /// Replaces (or appends) the field `key` of the `x-fp` header in `head`.
@@ -167,6 +169,11 @@ fn relay(client: TcpStream, target: SocketAddr, state: &State) -> std::io::Resul
             Some(Tamper::SetResponseHeader(k, v)) => rhead.set(k, v),
             Some(Tamper::AddResponseHeader(k, v)) => rhead.headers.push((k.clone(), v.clone())),
             Some(Tamper::SetResponseField(k, v)) => set_field(&mut rhead, k, v),
+            Some(Tamper::EmptyResponseBody) => {
+                rbody.clear();
+                rhead.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("transfer-encoding"));
+                rhead.set("content-length", "0");
+            }
             _ => {}
         }
         let response = match &tamper {
