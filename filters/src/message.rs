@@ -1,10 +1,11 @@
 //! The two entry points: seal a message (sign its envelope, start its body) and
 //! verify one (check its signature, prepare to open its body).
 
+use crate::aead::BodyKey;
 use crate::codec::CompressOptions;
 use crate::envelope::{Envelope, Protection};
 use crate::error::{Error, Result};
-use crate::keys::{AeadKey, KeyRing};
+use crate::keys::{AeadKey, KeyRing, SignKey};
 use crate::record::{Limits, Opener, Sealer};
 use crate::sign::{self, Signature};
 
@@ -13,13 +14,9 @@ impl KeyRing {
     /// the `sig` field of `x-fp`) and a [`Sealer`] for the body. The body must have
     /// exactly `env.length` bytes when that is set.
     pub fn seal(&self, env: &Envelope<'_>, opts: CompressOptions) -> Result<(Signature, Sealer)> {
-        let sign_key = self.sign(env.sign_key)?;
-        let aead = self.aead_for(env)?;
+        let (sign_key, aead) = self.keys_for(env)?;
         let sig = sign::sign(sign_key, env);
-        let key = match aead {
-            Some(k) => k.body_key(&sig.0)?,
-            None => sign_key.body_key(&sig.0)?,
-        };
+        let key = body_key(sign_key, aead, &sig)?;
         Ok((sig, Sealer::new(key, env.codec, opts, env.length)))
     }
 
@@ -29,8 +26,7 @@ impl KeyRing {
         if env.length != Some(0) {
             return Err(Error::InvalidState);
         }
-        let sign_key = self.sign(env.sign_key)?;
-        self.aead_for(env)?;
+        let (sign_key, _) = self.keys_for(env)?;
         Ok(sign::sign(sign_key, env))
     }
 
@@ -39,16 +35,18 @@ impl KeyRing {
     /// (see [`crate::replay::ReplayGuard`]); policy (which keys and
     /// algorithms a caller may use) is the receiver's, before or after.
     pub fn verify(&self, env: &Envelope<'_>, sig: &Signature) -> Result<Verified> {
-        let sign_key = self.sign(env.sign_key)?;
-        let aead = self.aead_for(env)?;
+        let (sign_key, aead) = self.keys_for(env)?;
         sign::verify(sign_key, env, sig)?;
-        let key = match aead {
-            Some(k) => k.body_key(&sig.0)?,
-            None => sign_key.body_key(&sig.0)?,
-        };
+        let key = body_key(sign_key, aead, sig)?;
         // Only responses may end in a trailer record (PROTOCOL.md §6.5).
         let responds = matches!(env.target, crate::envelope::Target::Response { .. });
         Ok(Verified { opener: Opener::new(key, env.codec, env.length, Limits::default()).allowing_trailers(responds) })
+    }
+
+    /// The keys `env` names: its sign key and, unless it is sign-only, its
+    /// AEAD key (which must be for the algorithm `env` names).
+    fn keys_for(&self, env: &Envelope<'_>) -> Result<(&SignKey, Option<&AeadKey>)> {
+        Ok((self.sign(env.sign_key)?, self.aead_for(env)?))
     }
 
     fn aead_for(&self, env: &Envelope<'_>) -> Result<Option<&AeadKey>> {
@@ -62,6 +60,15 @@ impl KeyRing {
                 Ok(Some(k))
             }
         }
+    }
+}
+
+/// The body key of the message signed `sig` (PROTOCOL.md §3): from the AEAD
+/// key, or from the sign key for a sign-only message.
+fn body_key(sign_key: &SignKey, aead: Option<&AeadKey>, sig: &Signature) -> Result<BodyKey> {
+    match aead {
+        Some(k) => k.body_key(&sig.0),
+        None => sign_key.body_key(&sig.0),
     }
 }
 

@@ -105,13 +105,21 @@ impl Reloader {
     /// Reads the config file again and, if it is valid and can be applied
     /// live, makes it the current generation; returns its number.
     pub fn reload(&self, trigger: &'static str) -> Result<u64, Failure> {
+        self.reload_file(None, trigger)
+    }
+
+    /// Reads the config file, layers the remote config over it (`doc`, a new
+    /// version, or else the one in force, if any) and, if the result is
+    /// valid and can be applied live, makes it the current generation.
+    fn reload_file(&self, doc: Option<&Doc>, trigger: &'static str) -> Result<u64, Failure> {
         self.reading_files(|| {
             self.record(trigger, || {
                 let path = self.path.as_deref().ok_or(("invalid", "the config did not come from a file".to_owned()))?;
                 let text = read_config(path).map_err(|e| ("invalid", e))?;
-                let doc = self.remote().map(|r| r.doc.clone());
-                let config = self.compose(&text, doc.as_ref())?;
-                self.install(config, &source_bytes(&text, doc.as_ref()), trigger)
+                let in_force = doc.is_none().then(|| self.remote().map(|r| r.doc.clone())).flatten();
+                let doc = doc.or(in_force.as_ref());
+                let config = self.compose(&text, doc)?;
+                self.install(config, &source_bytes(&text, doc), trigger)
             })
         })
     }
@@ -140,14 +148,7 @@ impl Reloader {
     /// the result is valid and can be applied live it becomes the current
     /// generation and the remote version in force (written to the cache).
     pub fn reload_remote(&self, doc: Doc) -> Result<u64, Failure> {
-        let outcome = self.reading_files(|| {
-            self.record("remote", || {
-                let path = self.path.as_deref().ok_or(("invalid", "the config did not come from a file".to_owned()))?;
-                let text = read_config(path).map_err(|e| ("invalid", e))?;
-                let config = self.compose(&text, Some(&doc))?;
-                self.install(config, &source_bytes(&text, Some(&doc)), "remote")
-            })
-        });
+        let outcome = self.reload_file(Some(&doc), "remote");
         if outcome.is_ok() {
             if let Some(mut r) = self.remote() {
                 log::info!(target: "fastproxy::remote", "remote config revision {} ({}) is live", doc.revision, r.settings.describe());
