@@ -7,6 +7,10 @@
 //! The proxy tells the clock where a request's head ends
 //! ([`head_received`]) and where the request ends ([`request_done`]); the
 //! stream finds the start of the next head itself (its first byte).
+//!
+//! On an HTTP/2 connection the stream also batches its writes
+//! ([`super::write_batch`]): the answers of one pass of the connection's task
+//! leave in one write.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,6 +26,8 @@ use pingora::proxy::Session;
 use pingora_prometheus::prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use super::write_batch::WriteBatch;
 
 /// Reading a request head: the clock runs.
 const HEAD: u8 = 0;
@@ -54,6 +60,8 @@ pub struct HeadClock {
     /// While an HTTP/2 connection closes: when it stops waiting, and how
     /// many bytes it dropped.
     linger: Option<(Pin<Box<Sleep>>, usize)>,
+    /// An HTTP/2 connection's writes, sent once per turn of its task.
+    batch: WriteBatch,
 }
 
 impl HeadClock {
@@ -68,6 +76,7 @@ impl HeadClock {
             deadline: Box::pin(tokio::time::sleep_until(first)),
             timeouts,
             linger: None,
+            batch: WriteBatch::new(),
         }
     }
 }
@@ -116,18 +125,37 @@ impl AsyncRead for HeadClock {
                 }
                 read
             }
-            _ => Pin::new(&mut this.inner).poll_read(cx, buf),
+            _ => {
+                // HTTP/2: what the last turn wrote goes out first.
+                if let Poll::Ready(Err(e)) = this.batch.poll_send(Pin::new(&mut this.inner), cx) {
+                    return Poll::Ready(Err(e));
+                }
+                Pin::new(&mut this.inner).poll_read(cx, buf)
+            }
         }
+    }
+}
+
+impl HeadClock {
+    /// HTTP/2 writes are batched ([`WriteBatch`]); HTTP/1.1 writes are not
+    /// (Pingora writes a response with its body in one flush already).
+    fn batched(&self) -> bool {
+        self.phase.load(Ordering::Relaxed) == H2
     }
 }
 
 impl AsyncWrite for HeadClock {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.batched() {
+            return this.batch.poll_write(Pin::new(&mut this.inner), cx, buf);
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        this.batch.poll_flush(Pin::new(&mut this.inner), cx)
     }
 
     /// An HTTP/2 connection closes after its final GOAWAY; streams the client
@@ -145,7 +173,7 @@ impl AsyncWrite for HeadClock {
             return Pin::new(&mut this.inner).poll_shutdown(cx);
         }
         if this.linger.is_none() {
-            std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            std::task::ready!(this.batch.poll_shutdown(Pin::new(&mut this.inner), cx))?;
             this.linger = Some((Box::pin(tokio::time::sleep(H2_LINGER)), 0));
         }
         let Some((until, dropped)) = this.linger.as_mut() else { return Poll::Ready(Ok(())) };
@@ -169,7 +197,11 @@ impl AsyncWrite for HeadClock {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.batched() {
+            return this.batch.poll_write_vectored(Pin::new(&mut this.inner), cx, bufs);
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -180,6 +212,8 @@ impl AsyncWrite for HeadClock {
 #[async_trait]
 impl Shutdown for HeadClock {
     async fn shutdown(&mut self) {
+        let (batch, inner) = (&mut self.batch, &mut self.inner);
+        let _ = std::future::poll_fn(|cx| batch.poll_send(Pin::new(&mut *inner), cx)).await;
         self.inner.shutdown().await
     }
 }

@@ -1,12 +1,14 @@
 //! What a role's listeners allow any client, before credentials: a cap on
 //! open connections (above it, a clean 503 `too_many_connections` and a
-//! close), and a clock on each request head ([`head_clock`]).
+//! close), and a clock on each request head ([`head_clock`]). HTTP/2
+//! connections send the writes of one turn together ([`write_batch`]).
 //!
 //! [`Guarded`] wraps the role's Pingora app: each accepted connection takes a
 //! slot for as long as it stays open, and runs on a [`head_clock::HeadClock`].
 
 pub mod head_clock;
 pub mod heap_trim;
+pub mod write_batch;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
