@@ -16,7 +16,9 @@
 //! turn while bytes are held; one that does not could leave them unsent.
 //!
 //! Bounds: at most [`MAX_HELD`] bytes are held; a write of [`DIRECT`] bytes or
-//! more is not copied (what is held goes first, then the write itself).
+//! more is not copied (what is held goes first, then the write itself). The
+//! buffer is allocated on the first write and freed after a send when it grew
+//! past 16 KiB, so an idle connection holds none or a small one.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -28,6 +30,8 @@ use tokio::io::AsyncWrite;
 pub const MAX_HELD: usize = 32 * 1024;
 /// A write at least this large goes to the socket without a copy.
 pub const DIRECT: usize = 8 * 1024;
+/// The buffer is freed after a send when it grew past this.
+const KEPT: usize = 16 * 1024;
 
 /// Bytes written but not yet sent, and how many of them were sent.
 #[derive(Debug, Default)]
@@ -63,9 +67,6 @@ impl WriteBatch {
             if len >= DIRECT {
                 return io.poll_write_vectored(cx, bufs);
             }
-        }
-        if self.held.capacity() == 0 {
-            self.held.reserve_exact(MAX_HELD);
         }
         for b in bufs {
             self.held.extend_from_slice(b);
@@ -116,6 +117,10 @@ impl WriteBatch {
         }
         self.held.clear();
         self.sent = 0;
+        if self.held.capacity() > KEPT {
+            // A connection that goes quiet keeps at most this much.
+            self.held = Vec::new();
+        }
         if self.unflushed {
             ready!(io.poll_flush(cx))?;
             self.unflushed = false;
@@ -269,7 +274,17 @@ mod tests {
         // The frame that would have gone past the cap sent what was held first.
         assert_eq!(socket.writes.len(), 1);
         assert!(socket.writes[0].len() <= MAX_HELD);
-        assert!(batch.held.len() <= MAX_HELD && batch.held.capacity() == MAX_HELD);
+        assert!(batch.held.len() <= MAX_HELD && batch.held.capacity() <= MAX_HELD);
+        // A buffer that grew past 16 KiB is given back once sent; a smaller
+        // one is kept for the next turn.
+        assert!(matches!(batch.poll_send(Pin::new(&mut socket), &mut cx), Poll::Ready(Ok(()))));
+        assert!(batch.held.capacity() > 0 && batch.held.capacity() <= KEPT);
+        for _ in 0..3 {
+            write_and_flush(&mut batch, &mut socket, &mut cx, &frame);
+        }
+        assert!(batch.held.capacity() > KEPT);
+        assert!(matches!(batch.poll_send(Pin::new(&mut socket), &mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(batch.held.capacity(), 0);
     }
 
     #[test]
