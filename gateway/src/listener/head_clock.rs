@@ -212,8 +212,11 @@ impl AsyncWrite for HeadClock {
 #[async_trait]
 impl Shutdown for HeadClock {
     async fn shutdown(&mut self) {
+        // What the last turn wrote goes first; a peer that reads nothing
+        // more holds the close up for at most the linger time.
         let (batch, inner) = (&mut self.batch, &mut self.inner);
-        let _ = std::future::poll_fn(|cx| batch.poll_send(Pin::new(&mut *inner), cx)).await;
+        let send = std::future::poll_fn(|cx| batch.poll_send(Pin::new(&mut *inner), cx));
+        let _ = tokio::time::timeout(H2_LINGER, send).await;
         self.inner.shutdown().await
     }
 }
