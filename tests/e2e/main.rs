@@ -8,6 +8,7 @@ mod connection_limits;
 mod discovery;
 mod embedded;
 mod grpc;
+mod hop;
 mod independent_sender;
 mod operations;
 mod policy_and_errors;

@@ -5,7 +5,7 @@
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::wire::{self, Digest, Framing, Head};
@@ -42,6 +42,9 @@ pub enum Mode {
     /// For the next request only: send the response head and this many body
     /// bytes, then close the connection.
     DieMidBodyOnce(u64),
+    /// Hold every answer until [`Upstream::release`] (for at most 10 s), so
+    /// that they leave together.
+    Hold,
 }
 
 #[derive(Default)]
@@ -52,6 +55,8 @@ struct Shared {
     mode: Mutex<Mode>,
     /// Open connections, so `kill` can reset them.
     conns: Mutex<Vec<TcpStream>>,
+    /// Set by [`Upstream::release`]; [`Mode::Hold`] waits on it.
+    released: (Mutex<bool>, Condvar),
 }
 
 pub struct Upstream {
@@ -86,6 +91,12 @@ impl Upstream {
 
     pub fn set_mode(&self, mode: Mode) {
         *self.shared.mode.lock().unwrap() = mode;
+    }
+
+    /// Lets the answers held by [`Mode::Hold`] go.
+    pub fn release(&self) {
+        *self.shared.released.0.lock().unwrap() = true;
+        self.shared.released.1.notify_all();
     }
 
     /// Stops listening and resets every open connection, like a crash.
@@ -187,6 +198,11 @@ fn serve(conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
         if mode == Mode::DieAfterRequest {
             let _ = writer.get_ref().shutdown(std::net::Shutdown::Both);
             return Ok(());
+        }
+        if mode == Mode::Hold {
+            let (released, cv) = &shared.released;
+            let held = released.lock().unwrap();
+            let _ = cv.wait_timeout_while(held, Duration::from_secs(10), |released| !*released).unwrap();
         }
         let server = writer.get_ref().local_addr()?;
         if let Err(e) = respond(&mut writer, &seen, mode, server) {
