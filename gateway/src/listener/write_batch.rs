@@ -1,9 +1,9 @@
-//! The writes of one pass of a connection's task, sent as one.
+//! The writes of one turn of a connection's task, sent as one.
 //!
 //! An HTTP/2 connection's task writes the frames its streams handed it since
 //! its last turn, and h2 flushes the socket after each DATA frame larger than
 //! 256 bytes (it chains such a payload instead of copying it, and must flush
-//! it before it can take the next frame). So a pass that answers N small
+//! it before it can take the next frame). So a turn that answers N small
 //! messages costs N `sendto` calls, and on loopback each runs the receiver's
 //! TCP path too.
 //!
