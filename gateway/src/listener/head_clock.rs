@@ -9,7 +9,7 @@
 //! stream finds the start of the next head itself (its first byte).
 //!
 //! On an HTTP/2 connection the stream also batches its writes
-//! ([`super::write_batch`]): the answers of one pass of the connection's task
+//! ([`super::write_batch`]): the answers of one turn of the connection's task
 //! leave in one write.
 
 use std::future::Future;
@@ -125,13 +125,14 @@ impl AsyncRead for HeadClock {
                 }
                 read
             }
-            _ => {
-                // HTTP/2: what the last turn wrote goes out first.
+            H2 => {
+                // What the last turn wrote goes out first.
                 if let Poll::Ready(Err(e)) = this.batch.poll_send(Pin::new(&mut this.inner), cx) {
                     return Poll::Ready(Err(e));
                 }
                 Pin::new(&mut this.inner).poll_read(cx, buf)
             }
+            _ => Pin::new(&mut this.inner).poll_read(cx, buf),
         }
     }
 }
@@ -214,9 +215,11 @@ impl Shutdown for HeadClock {
     async fn shutdown(&mut self) {
         // What the last turn wrote goes first; a peer that reads nothing
         // more holds the close up for at most the linger time.
-        let (batch, inner) = (&mut self.batch, &mut self.inner);
-        let send = std::future::poll_fn(|cx| batch.poll_send(Pin::new(&mut *inner), cx));
-        let _ = tokio::time::timeout(H2_LINGER, send).await;
+        if self.batch.is_holding() {
+            let (batch, inner) = (&mut self.batch, &mut self.inner);
+            let send = std::future::poll_fn(|cx| batch.poll_send(Pin::new(&mut *inner), cx));
+            let _ = tokio::time::timeout(H2_LINGER, send).await;
+        }
         self.inner.shutdown().await
     }
 }

@@ -43,7 +43,7 @@ pub enum Mode {
     /// bytes, then close the connection.
     DieMidBodyOnce(u64),
     /// Hold every answer until [`Upstream::release`] (for at most 10 s), so
-    /// that they leave together.
+    /// that they leave together. Once released, answers are not held again.
     Hold,
 }
 
