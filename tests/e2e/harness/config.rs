@@ -59,6 +59,8 @@ pub struct Options {
     pub tap: bool,
     /// An HTTP/2 relay between the proxies (instead of the others).
     pub h2_relay: bool,
+    /// Pingora threads per proxy (2 here; the shipped default is 1).
+    pub threads: usize,
 }
 
 impl Default for Options {
@@ -84,6 +86,7 @@ impl Default for Options {
             identities: Vec::new(),
             tap: false,
             h2_relay: false,
+            threads: 2,
         }
     }
 }
@@ -121,7 +124,7 @@ impl Pair {
         let callee_addr = opts.dead_callees.as_ref().map_or_else(|| callees[0].addr, |a| a[0]);
         let (in_port, in_admin) = (proxy::free_port(), proxy::free_port());
         let in_yaml = inbound_yaml(in_port, in_admin, &backends.join(", "), &opts);
-        let inbound = Proxy::start_with(&in_yaml, &[in_port, in_admin], 1, opts.rust_log);
+        let inbound = Proxy::start_with(&in_yaml, &[in_port, in_admin], 1, opts.rust_log, opts.threads);
         let in_addr = proxy::addr(in_port);
         let relay = opts.relay.then(|| Relay::start(proxy::listener(), in_addr));
         let tap = opts.tap.then(|| super::tap::Tap::start(proxy::listener(), in_addr));
@@ -134,7 +137,7 @@ impl Pair {
             .unwrap_or(in_addr);
         let (out_port, out_admin) = (proxy::free_port(), proxy::free_port());
         let out_yaml = outbound_yaml(out_port, out_admin, hop, &opts);
-        let outbound = Proxy::start_with(&out_yaml, &[out_port, out_admin], 1, opts.rust_log);
+        let outbound = Proxy::start_with(&out_yaml, &[out_port, out_admin], 1, opts.rust_log, opts.threads);
         Pair {
             outbound,
             inbound,

@@ -109,11 +109,12 @@ impl Proxy {
 
     /// Like [`Proxy::start`] with Pingora's grace period set to `grace` s.
     pub fn start_with_grace(config: &str, ports: &[u16], grace: u32) -> Proxy {
-        Self::start_with(config, ports, grace, "info")
+        Self::start_with(config, ports, grace, "info", 2)
     }
 
-    /// Like [`Proxy::start_with_grace`], logging at `rust_log` (`RUST_LOG`).
-    pub fn start_with(config: &str, ports: &[u16], grace: u32, rust_log: &str) -> Proxy {
+    /// Like [`Proxy::start_with_grace`], logging at `rust_log` (`RUST_LOG`),
+    /// with `threads` Pingora threads.
+    pub fn start_with(config: &str, ports: &[u16], grace: u32, rust_log: &str, threads: usize) -> Proxy {
         let dir = std::env::temp_dir().join(format!(
             "fastproxy-e2e-{}-{}",
             std::process::id(),
@@ -124,7 +125,7 @@ impl Proxy {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let pingora = format!(
-            "---\nversion: 1\nthreads: 2\nwork_stealing: false\ngrace_period_seconds: {grace}\ngraceful_shutdown_timeout_seconds: 1\npid_file: {0}/fp.pid\nupgrade_sock: {0}/fp_upgrade.sock\n",
+            "---\nversion: 1\nthreads: {threads}\nwork_stealing: false\ngrace_period_seconds: {grace}\ngraceful_shutdown_timeout_seconds: 1\npid_file: {0}/fp.pid\nupgrade_sock: {0}/fp_upgrade.sock\n",
             dir.display()
         );
         std::fs::write(dir.join("pingora.yaml"), pingora).expect("write conf");

@@ -43,7 +43,8 @@ pub enum Mode {
     /// bytes, then close the connection.
     DieMidBodyOnce(u64),
     /// Hold every answer until [`Upstream::release`] (for at most 10 s), so
-    /// that they leave together. Once released, answers are not held again.
+    /// that they leave together. Once released, answers are not held again
+    /// until this mode is set anew.
     Hold,
 }
 
@@ -90,6 +91,9 @@ impl Upstream {
     }
 
     pub fn set_mode(&self, mode: Mode) {
+        if mode == Mode::Hold {
+            *self.shared.released.0.lock().unwrap() = false;
+        }
         *self.shared.mode.lock().unwrap() = mode;
     }
 
