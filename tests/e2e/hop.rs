@@ -8,16 +8,22 @@ use crate::harness::client::{send, Body, Request};
 use crate::harness::config::{caller, Options, Pair};
 use crate::harness::upstream::Mode;
 
-/// TCP segments with data that the sockets accepted on `port` have sent
-/// (`ss` reads them from the kernel's TCP_INFO).
-fn data_segments_sent_from(port: u16) -> u64 {
+/// `ss -tnH state established` with `args` (iproute2): one socket a line.
+fn established(args: &[&str]) -> String {
     let out = Command::new("ss")
-        .args(["-tinH", "state", "established", &format!("sport = :{port}")])
+        .args(["-tnH", "state", "established"])
+        .args(args)
         .stderr(Stdio::null())
         .output()
         .expect("ss (iproute2) runs");
     assert!(out.status.success(), "ss failed");
-    String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// TCP segments with data that the sockets accepted on `port` have sent
+/// (`ss` reads them from the kernel's TCP_INFO).
+fn data_segments_sent_from(port: u16) -> u64 {
+    established(&["-i", &format!("sport = :{port}")])
         .split_whitespace()
         .filter_map(|field| field.strip_prefix("data_segs_out:"))
         .map(|n| n.parse::<u64>().expect("a count"))
@@ -26,12 +32,7 @@ fn data_segments_sent_from(port: u16) -> u64 {
 
 /// Sockets connected to `port` with unread bytes (`ss`'s Recv-Q).
 fn sockets_with_unread_bytes_to(port: u16) -> usize {
-    let out = Command::new("ss")
-        .args(["-tnH", "state", "established", &format!("dport = :{port}")])
-        .stderr(Stdio::null())
-        .output()
-        .expect("ss (iproute2) runs");
-    String::from_utf8_lossy(&out.stdout)
+    established(&[&format!("dport = :{port}")])
         .lines()
         .filter(|line| line.split_whitespace().next().and_then(|q| q.parse::<u64>().ok()).is_some_and(|q| q > 0))
         .count()
