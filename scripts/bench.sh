@@ -16,6 +16,9 @@
 #   pingora-chain-h2  the Pingora chain with h2c between its hops (fastproxy's default
 #                   hop, with its windows and stream limit)
 #   fp-aes@REV      with -B REV: fp-aes built from commit REV (the cost of what came since)
+#   pingora-chain-mimalloc, fp-aes-mimalloc  (only with -T) the Pingora chain and the sealed
+#                   pair built with the `mimalloc` feature: the allocator's A/B, both chains
+#                   on one allocator (an extra release build with the feature)
 # Every Pingora process (both chains and fastproxy) runs the shipped runtime settings:
 # threads from -t (1 by default) and `work_stealing: false` (a current-thread runtime per
 # thread). Not in the default set (run them with -T): pingora-chain-ws,
@@ -59,6 +62,14 @@ cp "$rel"/fastproxy "$work/fastproxy-alloc"
 cp "$rel"/examples/plain_proxy "$work/plain_proxy-alloc"
 cargo build -q --release -p fastproxy --bin fastproxy --example plain_proxy
 cp "$rel"/fastproxy "$rel"/examples/plain_proxy "$work/"
+mimalloc=""
+if [[ " $only_targets " == *-mimalloc\ * ]]; then
+    mimalloc=1
+    echo "== building with the mimalloc feature (release)"
+    cargo build -q --release -p fastproxy --bin fastproxy --example plain_proxy --features mimalloc
+    cp "$rel"/fastproxy "$work/fastproxy-mimalloc"
+    cp "$rel"/examples/plain_proxy "$work/plain_proxy-mimalloc"
+fi
 if [ -n "$baseline" ]; then
     base_target="${CARGO_TARGET_DIR:-$PWD/target}/bench-$baseline"
     echo "== building fastproxy at $baseline (release, $base_target)"
@@ -223,6 +234,12 @@ if [ -n "$baseline" ]; then
     start_pair fp-aes-base 28197 28198 29197 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy-$baseline"
     base_ports="28197 28198"
 fi
+if [ -n "$mimalloc" ]; then
+    start_plain pp9 127.0.0.1:28201 127.0.0.1:28202 "$work/plain_proxy-mimalloc"
+    start_plain pp10 127.0.0.1:28202 127.0.0.1:28101 "$work/plain_proxy-mimalloc"
+    start_pair fp-aes-mimalloc 28205 28206 29205 "aead_key: k-aes, sign_key: k-sign, codec: none" false "$work/fastproxy-mimalloc"
+    base_ports="$base_ports 28201 28202 28205 28206"
+fi
 
 wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 for p in 28101 28111 28112 28121 28122 28131 28132 28141 28142 28151 28152 28161 28162 28181 28182 28191 28192 28123 28124 28125 28126 28127 28128 28195 28196 $base_ports; do wait_port $p; done
@@ -242,6 +259,8 @@ port[pingora-chain-ws]=28123; procs[pingora-chain-ws]="$pid_pp3 $pid_pp4"
 port[pingora-chain-h2]=28125; procs[pingora-chain-h2]="$pid_pp5 $pid_pp6"
 port[pingora-chain-h2-ws]=28127; procs[pingora-chain-h2-ws]="$pid_pp7 $pid_pp8"
 port[fp-aes-ws]=28195;       procs[fp-aes-ws]="$pid_fp_aes_ws_out $pid_fp_aes_ws_in"
+port[pingora-chain-mimalloc]=28201; procs[pingora-chain-mimalloc]="${pid_pp9:-} ${pid_pp10:-}"
+port[fp-aes-mimalloc]=28205; procs[fp-aes-mimalloc]="${pid_fp_aes_mimalloc_out:-} ${pid_fp_aes_mimalloc_in:-}"
 targets="direct nginx-chain pingora-chain pingora-chain-h2 fp-passthrough fp-aes fp-aes-snappy fp-chacha fp-aes-mtls fp-aes-h1"
 if [ -n "$baseline" ]; then
     port[fp-aes@$baseline]=28197; procs[fp-aes@$baseline]="$pid_fp_aes_base_out $pid_fp_aes_base_in"

@@ -22,6 +22,12 @@ mod alloc;
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;
 
+// With the `mimalloc` feature, the same allocator as fastproxy built with it:
+// the benchmark compares the chains on the same allocator.
+#[cfg(all(feature = "mimalloc", not(feature = "alloc-count")))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Plain {
     upstream: String,
     h2_up: bool,
